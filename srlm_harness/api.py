@@ -212,6 +212,9 @@ class Evaluator:
     fingerprint: Callable[[list[Task], Mapping[str, Any]], str]
     description: str = ""
     version: str = "1"
+    #: ``check_tasks(names, registered, where)`` raises UserError (with close matches) for
+    #: task names this evaluator does not know; called before anything runs.
+    check_tasks: Callable[[list[str], list[str], str], None] | None = None
 
 
 # --------------------------------------------------------------------------- model sources

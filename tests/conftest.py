@@ -48,3 +48,32 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "runs"
     monkeypatch.setenv("SRLM_HARNESS_STORE", str(path))
     return path
+
+
+FIXTURE_PLUGINS = Path(__file__).resolve().parent / "fixture_plugins"
+
+
+@pytest.fixture
+def fixture_plugins(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Make the test plugins in tests/fixture_plugins importable (for --plugin NAME)."""
+    monkeypatch.syspath_prepend(str(FIXTURE_PLUGINS))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(FIXTURE_PLUGINS), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    return FIXTURE_PLUGINS
+
+
+@pytest.fixture
+def harness(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Run the CLI in-process: ``code, out, err = harness("run", "spec.yaml")``."""
+    from srlm_harness.cli import main
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke

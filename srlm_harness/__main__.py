@@ -1,0 +1,3 @@
+from srlm_harness.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""Rich output: the run's story (model, hardware, steps with progress bars, score tables)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from srlm_harness.api import EvalResult
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+
+def fmt_score(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def fmt_delta(value: float | None, base: float | None) -> str:
+    if value is None or base is None:
+        return ""
+    delta = 100 * (value - base)
+    colour = "green" if delta > 0 else "red" if delta < 0 else "dim"
+    return f" [{colour}]({delta:+.1f})[/]"
+
+
+class RichReporter:
+    """Implements run.Reporter on a rich console."""
+
+    def __init__(self, out: Console | None = None) -> None:
+        self.out = out or console
+        self.progress_bar: Progress | None = None
+        self.task_id: Any = None
+        self.scores: dict[str, dict[str, float]] = {}  # label -> task -> value
+        self.labels: list[str] = []
+
+    def info(self, message: str) -> None:
+        self._print(f"  [dim]·[/] {message}")
+
+    def _print(self, text: str) -> None:
+        if self.progress_bar is not None:
+            self.progress_bar.console.print(text, soft_wrap=True)
+        else:
+            self.out.print(text, soft_wrap=True)
+
+    def step_start(self, step: Any, cached: bool) -> None:
+        what = f"stage {step.label}" if step.kind == "stage" else f"eval {step.label}"
+        if cached:
+            return
+        self.out.print(f"[bold]▶ {what}[/] [dim]{step.key[:12]}[/]")
+        self.progress_bar = Progress(
+            TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=self.out, transient=True,
+            disable=not self.out.is_terminal,
+        )
+        self.progress_bar.start()
+        self.task_id = self.progress_bar.add_task(what, total=None)
+
+    def progress(self, done: int, total: int, description: str) -> None:
+        if self.progress_bar is not None:
+            self.progress_bar.update(self.task_id, completed=done, total=total or None,
+                                     description=description)
+
+    def step_end(self, step: Any, cached: bool, seconds: float, result: Any) -> None:
+        if self.progress_bar is not None:
+            self.progress_bar.stop()
+            self.progress_bar = None
+        what = f"stage {step.label}" if step.kind == "stage" else f"eval {step.label}"
+        how = "[cyan]cached[/]" if cached else f"[green]done[/] in {seconds:.1f}s"
+        if step.kind == "stage":
+            shown = _metric_summary(result or {})
+            self.out.print(f"[bold]✓ {what}[/] {how} [dim]{step.key[:12]}[/] {shown}")
+            return
+        assert isinstance(result, EvalResult)
+        values = {s.task: s.value for s in result.scores}
+        self.scores[step.label] = values
+        if step.label not in self.labels:
+            self.labels.append(step.label)
+        base = self.scores.get("base", {})
+        text = ", ".join(
+            f"{task} {fmt_score(v)}{fmt_delta(v, base.get(task)) if step.label != 'base' else ''}"
+            for task, v in values.items()
+        )
+        partial = " [yellow](partial: limit)[/]" if result.provenance.get("partial") else ""
+        self.out.print(f"[bold]✓ {what}[/] {how}: {text}{partial}")
+
+    def table(self, title: str = "Scores (% , change from base)") -> Table | None:
+        if not self.scores:
+            return None
+        tasks: list[str] = []
+        for values in self.scores.values():
+            tasks += [t for t in values if t not in tasks]
+        table = Table(title=title, title_justify="left")
+        table.add_column("model")
+        for task in tasks:
+            table.add_column(task, justify="right")
+        base = self.scores.get("base", {})
+        for label in self.labels:
+            values = self.scores[label]
+            cells = []
+            for task in tasks:
+                v = values.get(task)
+                delta = fmt_delta(v, base.get(task)) if label != "base" else ""
+                cells.append(f"{fmt_score(v)}{delta}")
+            table.add_row(label, *cells)
+        return table
+
+
+def _metric_summary(metrics: dict[str, Any]) -> str:
+    keys = [k for k in ("train_loss", "loss", "reward", "reward_mean", "accuracy", "kl")
+            if isinstance(metrics.get(k), int | float)]
+    return " ".join(f"{k}={metrics[k]:.4g}" for k in keys[:4])
+
+
+def is_interactive() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,479 @@
+"""Leaderboard entries: the versioned schema, building an entry from a run manifest, strict
+validation, tamper checks against per-sample logs, ranking, and publishing into a board.
+
+A board is a folder ``<root>/<board>/`` holding ``entries/*.json`` (one file per entry),
+``samples/<sha256>.jsonl.gz`` (the per-sample logs the scores came from) and the rendered
+``README.md`` and ``index.html``. The schema is documented in ``docs/leaderboard.md``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from srlm_harness.api import UserError
+
+SCHEMA = "srlm-harness/entry@1"
+RUN_SCHEMA = "srlm-harness/run@1"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_SAMPLES_PATH = r"^samples/[0-9a-f]{64}\.jsonl\.gz$"
+_SHA256 = r"^[0-9a-f]{64}$"
+#: Scores recomputed from a sample log may differ from the recorded value by rounding only.
+_TOLERANCE = 5e-7
+
+
+# --------------------------------------------------------------------------- the schema
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ModelInfo(_Strict):
+    ref: str
+    revision: str | None
+    identity: str
+    source: str | None
+    parameters: int | None
+    dtype: str | None
+
+
+class Stage(_Strict):
+    index: int
+    type: str
+    config: dict[str, Any]
+    key: str
+    plugin: str | None
+    plugin_version: str | None
+    cached: bool
+    seconds: float | None
+    metrics: dict[str, Any]
+
+
+class Pipeline(_Strict):
+    name: str
+    label: str
+    spec_hash: str
+    seed: int | None
+    stages: list[Stage]
+
+
+class Samples(_Strict):
+    path: str = Field(pattern=_SAMPLES_PATH)
+    sha256: str = Field(pattern=_SHA256)
+
+
+class Score(_Strict):
+    task: str
+    metric: str
+    value: float
+    stderr: float | None
+    n: int = Field(ge=0)
+    task_version: str | int | float | None
+    n_shot: int | None
+    chat_template: str | bool | None
+    generation: dict[str, Any] | None
+    prompt_hash: str | None
+    samples: Samples | None
+
+
+class Evaluation(_Strict):
+    label: str
+    key: str
+    model_key: str | None
+    partial: bool
+    limit: int | None
+    seed: int | None
+    lm_eval_version: str | None
+    scores: list[Score] = Field(min_length=1)
+
+
+class Environment(_Strict):
+    harness: str
+    python: str
+    platform: str
+    plugins: dict[str, str]
+    libraries: dict[str, str | None]
+
+
+class Entry(_Strict):
+    schema_: Literal["srlm-harness/entry@1"] = Field(alias="schema")
+    id: str = Field(pattern=_NAME.pattern)
+    run_id: str
+    created: str
+    started: str | None
+    finished: str | None
+    partial: bool
+    model: ModelInfo
+    pipeline: Pipeline
+    final: Evaluation
+    base: Evaluation | None
+    environment: Environment
+    hardware: dict[str, str | int | float | bool | None]
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(entry)"
+
+
+def entry_problems(data: Any, where: str = "entry") -> list[str]:
+    """Every schema problem of ``data`` as ``"WHERE: key.path: what"`` lines (empty: valid)."""
+    if not isinstance(data, dict):
+        return [f"{where}: an entry is a JSON object, got {type(data).__name__}"]
+    if data.get("schema") != SCHEMA:
+        return [f"{where}: schema: unknown schema version {data.get('schema')!r} "
+                f"(this harness reads {SCHEMA!r})"]
+    try:
+        Entry.model_validate(data)
+    except ValidationError as exc:
+        return [f"{where}: {_key_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
+    problems = []
+    for label in ("final", "base"):
+        seen: set[tuple[str, str]] = set()
+        for i, score in enumerate((data[label] or {}).get("scores", [])):
+            if (score["task"], score["metric"]) in seen:
+                problems.append(f"{where}: {label}.scores[{i}]: duplicate {score['task']} "
+                                f"{score['metric']}")
+            seen.add((score["task"], score["metric"]))
+    claimed = data["final"]["partial"] or bool(data["base"] and data["base"]["partial"])
+    if data["partial"] != claimed:
+        problems.append(f"{where}: partial: is {data['partial']} but the evaluations say "
+                        f"{claimed}")
+    return problems
+
+
+def validate_entry(data: Any, where: str = "entry") -> dict[str, Any]:
+    """Return ``data`` if it is a valid entry, else raise UserError naming every problem."""
+    problems = entry_problems(data, where)
+    if problems:
+        raise UserError("; ".join(p.removeprefix(f"{where}: ") for p in problems), where,
+                        f"entries follow {SCHEMA} (docs/leaderboard.md)")
+    return data
+
+
+def load_entry(path: Path) -> dict[str, Any]:
+    """Read and validate one entry file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read entry: {exc}", str(path)) from None
+    return validate_entry(data, str(path))
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    # Logs are checksummed as their uncompressed JSONL, however they are stored.
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with _open_log(path) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _slug(text: str, limit: int = 60) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "model"
+
+
+def _evaluation(step: dict[str, Any], sources: dict[str, Path], store: Path | None
+                ) -> dict[str, Any]:
+    prov = step.get("provenance") or {}
+    task_prov = prov.get("tasks") or {}
+    sample_files = (step.get("files") or {}).get("samples") or {}
+    scores = []
+    for score in step["scores"]:
+        info = task_prov.get(score["task"]) or {}
+        samples = None
+        source = Path(sample_files.get(score["task"]) or "")
+        if not source.is_absolute() and store is not None:
+            source = store / source
+        if source.name and source.is_file():
+            digest = _sha256(source)
+            sources[digest] = source
+            samples = {"path": f"samples/{digest}.jsonl.gz", "sha256": digest}
+        scores.append({
+            "task": score["task"], "metric": score["metric"], "value": score["value"],
+            "stderr": score.get("stderr"), "n": score["n"],
+            "task_version": info.get("version"), "n_shot": info.get("n_shot"),
+            "chat_template": info.get("chat_template"), "generation": info.get("generation"),
+            "prompt_hash": info.get("prompt_hash"), "samples": samples,
+        })
+    limit = prov.get("limit")
+    return {
+        "label": step["label"], "key": step["key"], "model_key": step.get("model_key"),
+        "partial": bool(prov.get("partial") or limit is not None), "limit": limit,
+        "seed": prov.get("seed"), "lm_eval_version": prov.get("lm_eval_version"),
+        "scores": scores,
+    }
+
+
+def _build(manifest: dict[str, Any], where: str, store: Any = None
+           ) -> tuple[dict[str, Any], dict[str, Path]]:
+    store_dir = Path(getattr(store, "root", store)) if store is not None else None
+    try:
+        return _build_checked(manifest, where, store_dir)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"malformed run manifest ({type(exc).__name__}: {exc})", where,
+                        f"expected a {RUN_SCHEMA} manifest written by srlm-harness run") from None
+
+
+def _build_checked(manifest: Any, where: str, store: Path | None
+                   ) -> tuple[dict[str, Any], dict[str, Path]]:
+    if not isinstance(manifest, dict) or manifest.get("schema") != RUN_SCHEMA:
+        raise UserError(f"not a run manifest (expected schema {RUN_SCHEMA!r})", where)
+    if manifest.get("status") != "complete":
+        raise UserError(f"run status is {manifest.get('status')!r}, not 'complete'", where,
+                        "only finished runs can be published; resume the run first")
+    steps = manifest.get("steps") or []
+    evals = [s for s in steps if s.get("kind") == "eval" and s.get("status") == "complete"]
+    if not evals:
+        raise UserError("the run has no completed evaluation", where,
+                        "add 'evaluate: {tasks: [...]}' to the pipeline spec")
+    sources: dict[str, Path] = {}
+    final = _evaluation(evals[-1], sources, store)
+    base_step = next((s for s in evals[:-1] if s.get("label") == "base"), None)
+    base = _evaluation(base_step, sources, store) if base_step else None
+    stages = [{
+        "index": s["index"], "type": s["name"], "config": s.get("config") or {},
+        "key": s["key"], "plugin": s.get("plugin"), "plugin_version": s.get("plugin_version"),
+        "cached": bool(s.get("cached")), "seconds": s.get("seconds"),
+        "metrics": s.get("metrics") or {},
+    } for s in sorted((s for s in steps if s.get("kind") == "stage"), key=lambda s: s["index"])]
+    model = manifest.get("model") or {}
+    details = model.get("details") or {}
+    spec = manifest.get("spec") or {}
+    env = manifest.get("environment") or {}
+    label = " → ".join(s["type"] for s in stages) or "base"
+    stamp = re.sub(r"[^0-9T]", "", (manifest.get("finished") or "")[:19]) or (
+        datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S"))
+    entry = {
+        "schema": SCHEMA,
+        "id": f"{stamp}-{_slug(model.get('ref', '') + '-' + label)}-{uuid.uuid4().hex[:12]}",
+        "run_id": manifest["run_id"],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": manifest.get("started"), "finished": manifest.get("finished"),
+        "partial": final["partial"] or bool(base and base["partial"]),
+        "model": {
+            "ref": model.get("ref") or spec.get("model"), "revision": details.get("revision"),
+            "identity": model.get("identity"), "source": model.get("source"),
+            "parameters": details.get("parameters"), "dtype": details.get("dtype"),
+        },
+        "pipeline": {"name": manifest.get("name") or spec.get("name") or "pipeline",
+                     "label": label, "spec_hash": manifest.get("spec_hash"),
+                     "seed": spec.get("seed"), "stages": stages},
+        "final": final, "base": base,
+        "environment": {
+            "harness": env.get("harness"), "python": env.get("python"),
+            "platform": env.get("platform"), "plugins": env.get("plugins") or {},
+            "libraries": env.get("libraries") or {},
+        },
+        "hardware": {k: v for k, v in (manifest.get("hardware") or {}).items()
+                     if v is None or isinstance(v, (str, int, float, bool))},
+    }
+    return validate_entry(entry, where), sources
+
+
+def build_entry(manifest: dict[str, Any], where: str = "run manifest", store: Any = None
+                ) -> dict[str, Any]:
+    """Turn a complete run's manifest into a validated leaderboard entry (a fresh id each
+    call). Sample-log paths in the entry are where the logs live once published to a board;
+    ``store`` (a Store or its root) resolves log paths the manifest gives relative to it."""
+    return _build(manifest, where, store)[0]
+
+
+# --------------------------------------------------------------------------- boards
+
+
+def boards_root(root: str | Path | None = None) -> Path:
+    """``--root``, else ``SRLM_HARNESS_LEADERBOARDS``, else ``./leaderboards``."""
+    return Path(root or os.environ.get("SRLM_HARNESS_LEADERBOARDS") or "leaderboards")
+
+
+def board_path(board: str, root: str | Path | None = None) -> Path:
+    """The folder of board ``board`` (a plain name, or ``leaderboards/NAME`` as pipeline
+    specs write it); names never reach outside the boards root."""
+    base = boards_root(root)
+    name = board
+    prefix = base.name + "/"
+    if board.startswith(prefix):
+        name = board[len(prefix):]
+    if not _NAME.match(name) or ".." in name:
+        raise UserError(f"invalid board name {board!r}", "board",
+                        "use letters, digits, '.', '_' and '-' only (no '/', no '..')")
+    return base / name
+
+
+@contextmanager
+def board_lock(board_dir: Path) -> Iterator[None]:
+    """Serialise board re-renders across processes (entries themselves need no lock)."""
+    entries = board_dir / "entries"
+    entries.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: renders may race, entries are still safe
+        yield
+        return
+    fd = os.open(entries, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def board_entries(board_dir: Path) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+    """Valid entries of a board (sorted by file name) and one problem line per bad file."""
+    good, problems = [], []
+    for path in sorted((board_dir / "entries").glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path}: cannot read entry: {exc}")
+            continue
+        found = entry_problems(data, str(path))
+        if not found and data["id"] != path.stem:
+            found = [f"{path}: id: {data['id']!r} does not match the file name"]
+        problems += found
+        if not found:
+            good.append((path, data))
+    return good, problems
+
+
+# --------------------------------------------------------------------------- tamper checks
+
+
+def _read_samples(path: Path) -> Iterator[dict[str, Any]]:
+    with _open_log(path) as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+def recompute_score(path: Path, metric: str) -> tuple[float, int]:
+    """Mean of the per-sample ``correct`` field (or of the metric's own key, for lm-eval
+    sample lines, restricted to the metric's filter), and the number of samples."""
+    name, _, filt = metric.partition(",")
+    values = []
+    for line in _read_samples(path):
+        if filt and "filter" in line and line["filter"] != filt:
+            continue
+        value = line.get("correct", line.get(name))
+        if isinstance(value, bool | int | float):
+            values.append(float(value))
+        else:
+            raise ValueError(f"sample {len(values)} has no numeric 'correct' field")
+    return (sum(values) / len(values) if values else math.nan), len(values)
+
+
+def verify_entry(data: dict[str, Any], board_dir: Path, where: str) -> list[str]:
+    """Check each score against its per-sample log where present: the log's sha256 and the
+    score recomputed from it. One problem line each."""
+    problems = []
+    for label in ("final", "base"):
+        for i, score in enumerate((data.get(label) or {}).get("scores", [])):
+            samples = score.get("samples")
+            path = board_dir / samples["path"] if samples else None
+            if path is None or not path.is_file():
+                continue
+            at = f"{where}: {label}.scores[{i}] ({score['task']})"
+            try:
+                if _sha256(path) != samples["sha256"]:
+                    problems.append(f"{at}: sample log {samples['path']} does not match its "
+                                    "sha256 (edited after publishing?)")
+                    continue
+                value, n = recompute_score(path, score["metric"])
+            except (OSError, ValueError) as exc:
+                problems.append(f"{at}: cannot read sample log {samples['path']}: {exc}")
+                continue
+            if n != score["n"]:
+                problems.append(f"{at}: n is {score['n']} but the sample log has {n}")
+            if not math.isclose(value, score["value"], abs_tol=_TOLERANCE):
+                problems.append(f"{at}: value {score['value']} does not match {value:.6g} "
+                                "recomputed from the sample log")
+    return problems
+
+
+def validate_board(board_dir: Path) -> list[str]:
+    """Every problem of a board: bad entry files, and tampered values or sample logs."""
+    good, problems = board_entries(board_dir)
+    for path, data in good:
+        problems += verify_entry(data, board_dir, str(path))
+    return problems
+
+
+def validate_entry_file(path: Path) -> list[str]:
+    """Problems of one entry file; sample logs are looked up in the board the file is in."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return [f"{path}: cannot read entry: {exc}"]
+    problems = entry_problems(data, str(path))
+    board_dir = path.parent.parent if path.parent.name == "entries" else path.parent
+    return problems or verify_entry(data, board_dir, str(path))
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+def _copy_samples(board_dir: Path, sources: dict[str, Path]) -> None:
+    # Content-addressed, so concurrent publishers of the same log write identical bytes.
+    (board_dir / "samples").mkdir(parents=True, exist_ok=True)
+    for digest, source in sources.items():
+        final = board_dir / "samples" / f"{digest}.jsonl.gz"
+        if final.is_file():
+            continue
+        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+        with _open_log(source) as src, open(tmp, "wb") as raw:
+            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+                shutil.copyfileobj(src, out)
+        os.replace(tmp, final)
+
+
+def publish_run(manifest: dict[str, Any], target: str, publisher: str = "folder", *,
+                root: str | Path | None = None, registry: Any = None, store: Any = None) -> str:
+    """Build an entry from a run manifest and publish it with the named publisher.
+
+    For ``folder`` the target is a board name (``gsm8k`` or ``leaderboards/gsm8k``): the
+    sample logs are copied into the board, the entry written, and the board re-rendered.
+    Other publishers get the target as they take it (``hf``: a file or folder path).
+    ``registry`` defaults to one built from the installed plugins; ``store`` (a Store or
+    its root) resolves sample-log paths recorded relative to the store. Returns where the
+    entry went.
+    """
+    if registry is None:
+        from srlm_harness.plugins import load_plugins
+        from srlm_harness.registry import Registry
+
+        registry = Registry(load_plugins())
+    chosen = registry.publishers.get(publisher, "--publisher")
+    if publisher != "folder":
+        return chosen.publish(build_entry(manifest, store=store), target)
+    board_dir = board_path(target, root)  # checked before any work
+    entry, sources = _build(manifest, "run manifest", store)
+    _copy_samples(board_dir, sources)
+    location = chosen.publish(entry, str(board_dir))
+    from srlm_harness.board_render import render_board
+
+    render_board(board_dir)
+    return location

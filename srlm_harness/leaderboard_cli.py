@@ -1,0 +1,233 @@
+"""``srlm-harness leaderboard ...``: publish runs as entries, validate boards (schema and
+tamper checks), show and render them, export entries for Hugging Face model cards."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from srlm_harness.api import UserError
+
+
+def load_manifest(ctx: click.Context, run: str, store: str | None) -> dict[str, Any]:
+    """A run's manifest by id, id prefix or run directory, from ``--store`` (this command's,
+    else the main command's, else ``$SRLM_HARNESS_STORE`` or ``./runs``)."""
+    from srlm_harness.store import Store
+
+    return Store(store or getattr(ctx.find_root().obj, "store_root", None)).run_manifest(run)
+
+
+def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A UserError becomes one line on stderr and exit code 2 (the traceback with --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            ctx = click.get_current_context()
+            if ctx.find_root().params.get("debug"):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+
+    return wrapper
+
+
+def _root(ctx: click.Context) -> str | None:
+    return ctx.find_object(dict).get("leaderboards_root") if ctx.find_object(dict) else None
+
+
+@click.group("leaderboard")
+@click.option("--root", type=click.Path(file_okay=False), envvar="SRLM_HARNESS_LEADERBOARDS",
+              help="Folder holding the boards (default ./leaderboards).")
+@click.pass_context
+def leaderboard(ctx: click.Context, root: str | None) -> None:
+    """Publish, validate, show and render leaderboards of runs."""
+    ctx.ensure_object(dict)["leaderboards_root"] = root
+
+
+@leaderboard.command()
+@click.argument("run")
+@click.option("--board", "-b", help="Board name (default: the spec's 'publish:' key).")
+@click.option("--publisher", "-p", default="folder", show_default=True,
+              help="Publisher name (folder, hf, or one a plugin adds).")
+@click.option("--target", "-t", help="Where non-folder publishers write (hf: a path or '-').")
+@click.option("--store", type=click.Path(file_okay=False), help="Run store (default "
+              "$SRLM_HARNESS_STORE or ./runs).")
+@click.pass_context
+@_user_errors
+def publish(ctx: click.Context, run: str, board: str | None, publisher: str,
+            target: str | None, store: str | None) -> None:
+    """Publish run RUN (an id, id prefix or run directory) as a leaderboard entry."""
+    from srlm_harness.leaderboard import publish_run
+
+    manifest = load_manifest(ctx, run, store)
+    if publisher == "folder":
+        target = board or (manifest.get("spec") or {}).get("publish")
+        if not isinstance(target, str):
+            raise UserError("no board given", f"run {manifest.get('run_id')}",
+                            "pass --board NAME or set 'publish:' in the pipeline spec")
+    elif not target:
+        raise UserError(f"publisher {publisher!r} needs --target", "--target")
+    location = publish_run(manifest, target, publisher, root=_root(ctx))
+    click.echo(f"published {manifest.get('run_id')} -> {location}")
+
+
+@leaderboard.command()
+@click.argument("targets", nargs=-1)
+@click.pass_context
+@_user_errors
+def validate(ctx: click.Context, targets: tuple[str, ...]) -> None:
+    """Check boards or entry files: schema, sample-log checksums and recomputed scores.
+
+    With no argument, every board under the root. Prints one line per problem and exits 1
+    if there is any.
+    """
+    from srlm_harness.leaderboard import (
+        board_entries,
+        board_path,
+        boards_root,
+        validate_board,
+        validate_entry_file,
+    )
+
+    root = _root(ctx)
+    if not targets:
+        base = boards_root(root)
+        targets = tuple(sorted(d.name for d in base.iterdir() if (d / "entries").is_dir())
+                        ) if base.is_dir() else ()
+        if not targets:
+            raise UserError("no boards found", str(base), "pass a board name or entry files")
+    problems: list[str] = []
+    checked = 0
+    for target in targets:
+        if target.endswith(".json") and Path(target).is_file():
+            problems += validate_entry_file(Path(target))
+            checked += 1
+            continue
+        board_dir = board_path(target, root)
+        if not (board_dir / "entries").is_dir():
+            raise UserError(f"no board {target!r}", str(board_dir),
+                            "publish a run to it first, or check --root")
+        problems += validate_board(board_dir)
+        checked += len(board_entries(board_dir)[0])
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        ctx.exit(1)
+    click.echo(f"ok: {checked} entries valid")
+
+
+def _load_board(ctx: click.Context, board: str) -> tuple[Path, list[dict[str, Any]]]:
+    from srlm_harness.leaderboard import board_entries, board_path
+
+    board_dir = board_path(board, _root(ctx))
+    if not (board_dir / "entries").is_dir():
+        raise UserError(f"no board {board!r}", str(board_dir),
+                        "publish a run to it first, or check --root")
+    found, problems = board_entries(board_dir)
+    for problem in problems:
+        click.echo(f"skipped: {problem}", err=True)
+    return board_dir, [data for _, data in found]
+
+
+@leaderboard.command()
+@click.argument("board")
+@click.option("--by", help="Rank by this task (or task|metric).")
+@click.pass_context
+@_user_errors
+def show(ctx: click.Context, board: str, by: str | None) -> None:
+    """Show BOARD as a ranked table; partial evaluations are ranked separately."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from srlm_harness.board_render import (
+        column_title,
+        format_delta,
+        format_score,
+        percent_columns,
+        rank_entries,
+        score_stderr,
+    )
+
+    board_dir, entries = _load_board(ctx, board)
+    ranking = rank_entries(entries, by)
+    percent = percent_columns(ranking)
+    console = Console()
+    for title, rows in ((f"{board_dir.name}: ranked", ranking.full),
+                        (f"{board_dir.name}: partial evaluations (limited)", ranking.partial)):
+        if not rows and title.endswith("(limited)"):
+            continue
+        table = Table(title=title)
+        for name in ("#", "Model", "Pipeline"):
+            table.add_column(name, justify="right" if name == "#" else "left")
+        for c in ranking.columns:
+            table.add_column(column_title(c), justify="right")
+            table.add_column("Δ base", justify="right")
+        table.add_column("Run")
+        for row in rows:
+            cells = [str(row.rank), row.entry["model"]["ref"], row.entry["pipeline"]["label"]]
+            for c in ranking.columns:
+                cells += [format_score(row.scores.get(c), score_stderr(row.entry, c), c in percent),
+                          format_delta(row.deltas.get(c), c in percent)]
+            # Entry text is data, never rich markup.
+            table.add_row(*(_plain(cell) for cell in cells + [row.entry["run_id"]]))
+        console.print(table)
+
+
+def _plain(text: str) -> Any:
+    from rich.text import Text
+
+    return Text(text)
+
+
+@leaderboard.command()
+@click.argument("board")
+@click.option("--by", help="Rank by this task (or task|metric).")
+@click.pass_context
+@_user_errors
+def render(ctx: click.Context, board: str, by: str | None) -> None:
+    """Write BOARD's README.md and index.html from its entries."""
+    from srlm_harness.board_render import render_board
+
+    board_dir, _ = _load_board(ctx, board)
+    render_board(board_dir, by)
+    click.echo(f"wrote {board_dir / 'README.md'} and {board_dir / 'index.html'}")
+
+
+@leaderboard.command()
+@click.argument("run_or_entry")
+@click.option("--format", "fmt", type=click.Choice(["hf", "json"]), default="hf",
+              show_default=True, help="hf: model-index YAML for a model card; json: the entry.")
+@click.option("--output", "-o", default="-", show_default=True,
+              help="hf: a .yaml file, '-' for stdout, or a model folder (.eval_results/).")
+@click.option("--store", type=click.Path(file_okay=False), help="Run store.")
+@click.pass_context
+@_user_errors
+def export(ctx: click.Context, run_or_entry: str, fmt: str, output: str, store: str | None) -> None:
+    """Export a run (id or directory) or an entry file for other tools."""
+    from srlm_harness.leaderboard import build_entry, load_entry
+
+    if run_or_entry.endswith(".json") and Path(run_or_entry).is_file():
+        entry = load_entry(Path(run_or_entry))
+    else:
+        entry = build_entry(load_manifest(ctx, run_or_entry, store))
+    if fmt == "json":
+        text = json.dumps(entry, indent=1, ensure_ascii=False)
+        if output == "-":
+            click.echo(text)
+        else:
+            Path(output).write_text(text + "\n", encoding="utf-8")
+        return
+    from srlm_harness.plugins import load_plugins
+    from srlm_harness.registry import Registry
+
+    location = Registry(load_plugins()).publishers.get("hf").publish(entry, output)
+    if location != "stdout":
+        click.echo(f"wrote {location}")

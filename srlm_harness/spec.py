@@ -1,0 +1,375 @@
+"""Pipeline specs: YAML files or command-line flags -> one validated ``Pipeline``.
+
+Everything is checked before anything runs: the spec's own keys, every stage's options
+against that stage's config schema, task names, dataset names. Each error names the file
+and line (or the flag) and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from srlm_harness.api import StageType, Task, UserError
+from srlm_harness.registry import Registry
+
+Where = dict[tuple[Any, ...], str]
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+
+def load_yaml(path: Path) -> tuple[Any, Where]:
+    """Parse a YAML file; return the data and a map from key path to ``file:line``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError("spec file not found", str(path)) from None
+    except OSError as exc:
+        raise UserError(f"cannot read spec file ({exc.strerror})", str(path)) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"malformed YAML: {problem}", f"{path}{line}") from None
+    where: Where = {(): f"{path}:1"}
+    if node is not None:
+        _walk(node, (), where, str(path))
+    return data, where
+
+
+def _walk(node: yaml.Node, path: tuple[Any, ...], where: Where, file: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*path, key_node.value)
+            where[child] = f"{file}:{key_node.start_mark.line + 1}"
+            _walk(value_node, child, where, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            where[(*path, i)] = f"{file}:{item.start_mark.line + 1}"
+            _walk(item, (*path, i), where, file)
+
+
+def locate(where: Where, path: tuple[Any, ...], default: str) -> str:
+    """The location of the deepest known prefix of ``path``."""
+    for end in range(len(path), -1, -1):
+        if path[:end] in where:
+            return where[path[:end]]
+    return default
+
+
+# --------------------------------------------------------------------------- the spec schema
+
+
+class EvaluateSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[str] = Field(default_factory=list, description="task names")
+    limit: int | None = Field(None, ge=1, description="samples per task (marks results partial)")
+    after: list[Literal["base", "each", "end"]] = Field(
+        default_factory=lambda: ["base", "end"],
+        description="when to evaluate: the base model, after each stage, after the last",
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="evaluator options")
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    model: str
+    seed: int = 0
+    hardware: dict[str, Any] = Field(default_factory=dict)
+    evaluate: EvaluateSpec | None = None
+    stages: list[dict[str, Any]] = Field(default_factory=list)
+    publish: str | dict[str, Any] | None = None
+
+
+@dataclass
+class StageSpec:
+    index: int
+    name: str
+    type: StageType
+    config: BaseModel
+    where: str
+
+
+@dataclass
+class Pipeline:
+    """A validated pipeline: everything the planner needs."""
+
+    name: str
+    model: str
+    seed: int
+    hardware: dict[str, Any]
+    stages: list[StageSpec]
+    evaluate: EvaluateSpec | None
+    tasks: list[Task]
+    publish: str | dict[str, Any] | None
+    source: str
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved spec (defaults filled in): what the manifest records."""
+        return {
+            "name": self.name,
+            "model": self.model,
+            "seed": self.seed,
+            "hardware": self.hardware,
+            "stages": [{s.name: s.config.model_dump(mode="json")} for s in self.stages],
+            "evaluate": self.evaluate.model_dump(mode="json") if self.evaluate else None,
+            "publish": self.publish,
+        }
+
+    def spec_hash(self) -> str:
+        text = json.dumps(self.as_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- building raw specs
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value, read as a YAML scalar (``3`` -> 3, ``true`` -> True, ``[a]``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def compose(
+    model: str | None,
+    stages: list[str],
+    tasks: list[str],
+    limit: int | None = None,
+    name: str | None = None,
+) -> tuple[dict[str, Any], Where]:
+    """A raw spec from command-line flags (``--model``, ``--stage``, ``--eval``, ``--limit``)."""
+    raw: dict[str, Any] = {"stages": [{s: {}} for s in stages]}
+    where: Where = {(): "command line", ("model",): "--model"}
+    for i, stage in enumerate(stages):
+        where[("stages", i)] = f"--stage {stage}"
+    if model is not None:
+        raw["model"] = model
+    if name is not None:
+        raw["name"] = name
+    if tasks:
+        raw["evaluate"] = {"tasks": list(tasks)}
+        where[("evaluate",)] = "--eval"
+        if limit is not None:
+            raw["evaluate"]["limit"] = limit
+    return raw, where
+
+
+def apply_overrides(raw: dict[str, Any], where: Where, overrides: list[str]) -> None:
+    """Apply ``-o PATH=VALUE`` overrides in place.
+
+    PATH starts with a top-level key (``seed``, ``evaluate.limit``, ``hardware.dtype``), a
+    stage name (``sft.lr`` sets ``lr`` on every ``sft`` stage), or ``stages.N`` (0-based).
+    """
+    for item in overrides:
+        flag = f"-o {item}"
+        if "=" not in item:
+            raise UserError("an override is PATH=VALUE", flag)
+        path_text, value_text = item.split("=", 1)
+        parts = [p for p in path_text.strip().split(".") if p]
+        if not parts:
+            raise UserError("an override needs a key before '='", flag)
+        value = parse_value(value_text)
+        head, rest = parts[0], parts[1:]
+        stages = raw.setdefault("stages", [])
+        targets: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        if head == "stages" and rest and rest[0].isdigit():
+            i = int(rest[0])
+            if i >= len(stages):
+                raise UserError(f"there is no stage {i} (the pipeline has {len(stages)})", flag)
+            entry = _stage_entry(stages[i], ("stages", i), where)
+            name = next(iter(entry))
+            entry[name] = entry[name] or {}
+            targets.append((("stages", i, name), entry[name]))
+            rest = rest[1:]
+        elif head in SpecModel.model_fields:
+            targets.append(((), raw))
+            rest = parts
+        else:
+            for i, item_ in enumerate(stages):
+                entry = _stage_entry(item_, ("stages", i), where)
+                stages[i] = entry
+                if head in entry:
+                    entry[head] = entry[head] or {}
+                    targets.append((("stages", i, head), entry[head]))
+            if not targets:
+                names = [next(iter(_stage_entry(s, ("stages", i), where))) for i, s in enumerate(stages)]
+                choices = list(SpecModel.model_fields) + names
+                close = difflib.get_close_matches(head, choices, n=3)
+                hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else (
+                    f"start with a top-level key or a stage of this pipeline: {', '.join(choices)}"
+                )
+                raise UserError(f"override '{head}' matches no key and no stage", flag, hint)
+            rest = rest
+        if not rest:
+            raise UserError("an override needs a key after the stage name", flag)
+        for prefix, target in targets:
+            node = target
+            for depth, key in enumerate(rest[:-1]):
+                if not isinstance(node.get(key), dict):
+                    node[key] = {}
+                node = node[key]
+                where[(*prefix, *rest[: depth + 1])] = flag
+            node[rest[-1]] = value
+            where[(*prefix, *rest)] = flag
+
+
+def _stage_entry(item: Any, path: tuple[Any, ...], where: Where) -> dict[str, Any]:
+    """A stage list item as ``{name: options}``: accepts ``sft`` or ``{sft: {...}}``."""
+    if isinstance(item, str):
+        return {item: {}}
+    if isinstance(item, dict) and len(item) == 1:
+        name, options = next(iter(item.items()))
+        if options is None:
+            options = {}
+        if isinstance(name, str) and isinstance(options, dict):
+            return {name: options}
+    raise UserError(
+        "a stage is written as NAME or {NAME: {options}}", locate(where, path, "stages")
+    )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _pydantic_error(exc: ValidationError, where: Where, prefix: tuple[Any, ...], default: str,
+                    model: type[BaseModel] | None = None) -> UserError:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    path = (*prefix, *loc)
+    key = ".".join(str(p) for p in loc) or "(spec)"
+    location = locate(where, path, default)
+    if err["type"] == "extra_forbidden":
+        fields = list(model.model_fields) if model is not None and len(loc) == 1 else []
+        close = difflib.get_close_matches(str(loc[-1]), fields, n=3)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else (
+            f"known keys: {', '.join(fields)}" if fields else None
+        )
+        return UserError(f"unknown key '{key}'", location, hint)
+    if err["type"] == "missing":
+        return UserError(f"missing required key '{key}'", location)
+    given = err.get("input")
+    shown = f" (got {given!r})" if not isinstance(given, dict | list) else ""
+    return UserError(f"key '{key}': {err['msg']}{shown}", location)
+
+
+def validate(raw: Any, where: Where, registry: Registry, source: str) -> Pipeline:
+    """Check a raw spec completely and return the ``Pipeline``; raise UserError otherwise."""
+    top = where.get((), source)
+    if not isinstance(raw, dict):
+        raise UserError("a pipeline spec is a mapping (name, model, stages, ...)", top)
+    raw = dict(raw)
+    stages_raw = raw.get("stages") or []
+    if not isinstance(stages_raw, list):
+        raise UserError("'stages' is a list", locate(where, ("stages",), top))
+    raw["stages"] = [_stage_entry(s, ("stages", i), where) for i, s in enumerate(stages_raw)]
+    try:
+        spec = SpecModel.model_validate(raw)
+    except ValidationError as exc:
+        raise _pydantic_error(exc, where, (), top, SpecModel) from None
+
+    stages: list[StageSpec] = []
+    for i, entry in enumerate(spec.stages):
+        name, options = next(iter(entry.items()))
+        loc = locate(where, ("stages", i), top)
+        stage_type = registry.stages.get(name, where=loc)
+        try:
+            config = stage_type.config.model_validate(options)
+        except ValidationError as exc:
+            raise _pydantic_error(
+                exc, where, ("stages", i, name), loc, stage_type.config
+            ) from None
+        stages.append(StageSpec(i, name, stage_type, config, loc))
+
+    tasks: list[Task] = []
+    if spec.evaluate is not None:
+        eval_loc = locate(where, ("evaluate",), top)
+        tasks = resolve_tasks(spec.evaluate.tasks, registry, eval_loc)
+        if not tasks:
+            raise UserError("'evaluate' names no tasks", eval_loc, "add tasks: [gsm8k, ...]")
+    name = spec.name or "-".join([Path(spec.model).name.lower()] + [s.name for s in stages])
+    return Pipeline(
+        name=name,
+        model=spec.model,
+        seed=spec.seed,
+        hardware=spec.hardware,
+        stages=stages,
+        evaluate=spec.evaluate,
+        tasks=tasks,
+        publish=spec.publish,
+        source=source,
+        raw=raw,
+    )
+
+
+def resolve_tasks(names: list[str], registry: Registry, where: str) -> list[Task]:
+    """Registered tasks by name; other names go to their evaluator's ``check_tasks``
+    (lm-eval accepts its own built-in task names)."""
+    tasks: list[Task] = []
+    unregistered: list[str] = []
+    for name in names:
+        if name in registry.tasks:
+            tasks.append(registry.tasks.get(name))
+        else:
+            unregistered.append(name)
+    if unregistered:
+        evaluator = registry.evaluators.get("lm-eval", where) if "lm-eval" in registry.evaluators else None
+        check = getattr(evaluator, "check_tasks", None)
+        if check is None:
+            # Without an evaluator that knows more names, only registered tasks exist.
+            registry.tasks.get(unregistered[0], where)
+        else:
+            check(unregistered, list(registry.tasks.names()), where)
+        tasks.extend(Task(name=n, evaluator="lm-eval") for n in unregistered)
+    return tasks
+
+
+def load_pipeline(
+    registry: Registry,
+    spec_file: str | None = None,
+    model: str | None = None,
+    stages: tuple[str, ...] | list[str] = (),
+    tasks: tuple[str, ...] | list[str] = (),
+    limit: int | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+) -> Pipeline:
+    """A pipeline from a YAML file and/or command-line flags (flags win over the file)."""
+    if spec_file is not None:
+        raw, where = load_yaml(Path(spec_file))
+        if raw is None:
+            raise UserError("the spec file is empty", f"{spec_file}:1")
+        if not isinstance(raw, dict):
+            raise UserError("a pipeline spec is a mapping (name, model, stages, ...)", f"{spec_file}:1")
+        source = spec_file
+        if model is not None:
+            raw["model"], where[("model",)] = model, "--model"
+        if stages:
+            raw["stages"] = [{s: {}} for s in stages]
+        if tasks:
+            raw.setdefault("evaluate", {})
+            raw["evaluate"] = {**(raw["evaluate"] or {}), "tasks": list(tasks)}
+        if limit is not None:
+            raw["evaluate"] = {**(raw.get("evaluate") or {}), "limit": limit}
+    else:
+        if model is None:
+            raise UserError("no model given", "command line", "pass --model REF or a spec file")
+        raw, where = compose(model, list(stages), list(tasks), limit)
+        source = "command line"
+    apply_overrides(raw, where, list(overrides))
+    return validate(raw, where, registry, source)
