@@ -179,6 +179,8 @@ th,td{border-bottom:1px solid #d0d7de;padding:.35em .6em;text-align:left;white-s
 th{cursor:pointer;background:#f6f8fa;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.name{white-space:normal;overflow-wrap:anywhere;min-width:12em;max-width:28em}
+.scroll{overflow-x:auto}
 .up{color:#1a7f37}.down{color:#cf222e}.muted{color:#57606a}
 """.strip()
 
@@ -223,13 +225,14 @@ def _table(ranking: Ranking, rows: list[Row], table_id: str, percent: set[str]) 
     for c in ranking.columns:
         heads += [(column_title(c), "num"), ("Δ vs base", "num")]
     heads += [("n", "num"), ("Params", "num"), ("Run", "text"), ("Date", "text")]
-    out = [f'<table class="board" id="{table_id}"><thead><tr>']
+    out = [f'<div class="scroll"><table class="board" id="{table_id}"><thead><tr>']
     out += [f'<th data-type="{kind}" tabindex="0">{_e(title)}</th>' for title, kind in heads]
     out.append("</tr></thead><tbody>")
     for row in rows:
         entry = row.entry
         model, label = entry["model"]["ref"], entry["pipeline"]["label"]
-        cells = [_td(str(row.rank), row.rank, True), _td(model, model), _td(label, label)]
+        cells = [_td(str(row.rank), row.rank, True), _td(model, model, css="name"),
+                 _td(label, label, css="name")]
         for c in ranking.columns:
             value, delta = row.scores.get(c), row.deltas.get(c)
             css = "" if delta is None or delta == 0 else ("up" if delta > 0 else "down")
@@ -241,7 +244,7 @@ def _table(ranking: Ranking, rows: list[Row], table_id: str, percent: set[str]) 
                   _td(f"{params / 1e6:.0f}M" if params else "—", params, True),
                   _td(entry["run_id"], entry["run_id"], css="muted"), _td(date, date)]
         out.append(f'<tr data-entry="{_e(entry["id"])}">' + "".join(cells) + "</tr>")
-    return "".join(out) + "</tbody></table>"
+    return "".join(out) + "</tbody></table></div>"
 
 
 def _chart(ranking: Ranking, percent: set[str]) -> str:
@@ -264,7 +267,7 @@ def _chart(ranking: Ranking, percent: set[str]) -> str:
         w = max(0.0, row.scores[key]) / top * width
         fill = "#bf8700" if row.entry["partial"] else "#0969da"
         parts.append(f'<text x="{left - 8}" y="{y + 13}" text-anchor="end" font-size="12">'
-                     f"{_e(label[:60])}</text>"
+                     f"{_e(label if len(label) <= 48 else label[:47] + '…')}</text>"
                      f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{fill}">'
                      f"<title>{_e(label)}</title></rect>"
                      f'<text x="{left + w + 4:.1f}" y="{y + 13}" font-size="12">'

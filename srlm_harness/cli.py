@@ -107,6 +107,17 @@ def build_plan(state: State, spec: str | None, model: str | None, stages: tuple[
     return make_plan(pipeline, session.registry, hw, session.store, session.plugin_versions())
 
 
+def _is_study(spec: str) -> bool:
+    """A study spec names ``models`` and ``pipelines`` or a ``grid`` instead of one pipeline."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(spec).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False  # the pipeline loader reports it properly
+    return isinstance(raw, dict) and ("pipelines" in raw or "grid" in raw or "models" in raw)
+
+
 def default_recipe() -> Path:
     """The quick-start pipeline that ``srlm-harness run`` runs with no arguments."""
     from srlm_harness import recipes
@@ -137,9 +148,15 @@ def run(state: State, spec: str | None, model: str | None, stages: tuple[str, ..
 @pass_state
 def plan(state: State, spec: str | None, model: str | None, stages: tuple[str, ...],
          tasks: tuple[str, ...], limit: int | None, overrides: tuple[str, ...]) -> None:
-    """Show the ordered steps of a pipeline, each with its cache key and cache state."""
+    """Show the ordered steps of a pipeline (or the tree of a study), each with its cache
+    key and cache state."""
     from srlm_harness import views
 
+    if spec is not None and _is_study(spec):
+        from srlm_harness.study_cli import study
+
+        click.get_current_context().invoke(study, spec=spec, dry_run=True, overrides=overrides)
+        return
     views.show_plan(build_plan(state, spec, model, stages, tasks, limit, overrides),
                     state.session.store)
 
@@ -174,6 +191,7 @@ def plugins(state: State) -> None:
 
     state.session.registry.all_tables()
     views.show_plugins(state.session.plugins)
+    state.report_broken()
 
 
 def _listing(kind: str, help_text: str) -> None:

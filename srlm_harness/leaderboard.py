@@ -320,7 +320,7 @@ def board_path(board: str, root: str | Path | None = None) -> Path:
         name = board[len(prefix):]
     if not _NAME.match(name) or ".." in name:
         raise UserError(f"invalid board name {board!r}", "board",
-                        "use letters, digits, '.', '_' and '-' only (no '/', no '..')")
+                        "use letters, digits, '.', '_' and '-'; no '/' or '..'")
     return base / name
 
 

@@ -34,9 +34,21 @@ def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if ctx.find_root().params.get("debug"):
                 raise
             click.echo(f"Error: {exc}", err=True)
-            ctx.exit(2)
+            # SystemExit, not ctx.exit: it survives click's standalone_mode=False.
+            raise SystemExit(2) from None
 
     return wrapper
+
+
+def _registry(ctx: click.Context) -> Any:
+    """The main command's plugin registry when there is one, else the installed plugins'."""
+    state = ctx.find_root().obj
+    if hasattr(state, "session"):
+        return state.session.registry
+    from srlm_harness.plugins import load_plugins
+    from srlm_harness.registry import Registry
+
+    return Registry(load_plugins())
 
 
 def _root(ctx: click.Context) -> str | None:
@@ -67,6 +79,8 @@ def publish(ctx: click.Context, run: str, board: str | None, publisher: str,
     """Publish run RUN (an id, id prefix or run directory) as a leaderboard entry."""
     from srlm_harness.leaderboard import publish_run
 
+    registry = _registry(ctx)
+    registry.publishers.get(publisher, "--publisher")
     manifest = load_manifest(ctx, run, store)
     if publisher == "folder":
         target = board or (manifest.get("spec") or {}).get("publish")
@@ -75,7 +89,9 @@ def publish(ctx: click.Context, run: str, board: str | None, publisher: str,
                             "pass --board NAME or set 'publish:' in the pipeline spec")
     elif not target:
         raise UserError(f"publisher {publisher!r} needs --target", "--target")
-    location = publish_run(manifest, target, publisher, root=_root(ctx))
+    store = store or getattr(ctx.find_root().obj, "store_root", None)
+    location = publish_run(manifest, target, publisher, root=_root(ctx), registry=registry,
+                           store=store)
     click.echo(f"published {manifest.get('run_id')} -> {location}")
 
 
@@ -120,7 +136,7 @@ def validate(ctx: click.Context, targets: tuple[str, ...]) -> None:
     for problem in problems:
         click.echo(problem)
     if problems:
-        ctx.exit(1)
+        raise SystemExit(1)
     click.echo(f"ok: {checked} entries valid")
 
 
@@ -165,8 +181,9 @@ def show(ctx: click.Context, board: str, by: str | None) -> None:
         if not rows and title.endswith("(limited)"):
             continue
         table = Table(title=title)
-        for name in ("#", "Model", "Pipeline"):
-            table.add_column(name, justify="right" if name == "#" else "left")
+        table.add_column("#", justify="right")
+        table.add_column("Model", overflow="fold")  # never cut: "-Instruct" matters
+        table.add_column("Pipeline", overflow="fold")
         for c in ranking.columns:
             table.add_column(column_title(c), justify="right")
             table.add_column("Δ base", justify="right")
@@ -225,9 +242,6 @@ def export(ctx: click.Context, run_or_entry: str, fmt: str, output: str, store: 
         else:
             Path(output).write_text(text + "\n", encoding="utf-8")
         return
-    from srlm_harness.plugins import load_plugins
-    from srlm_harness.registry import Registry
-
-    location = Registry(load_plugins()).publishers.get("hf").publish(entry, output)
+    location = _registry(ctx).publishers.get("hf").publish(entry, output)
     if location != "stdout":
         click.echo(f"wrote {location}")

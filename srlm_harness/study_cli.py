@@ -1,0 +1,83 @@
+"""``srlm-harness study``: plan and run a grid of pipelines as one tree."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import click
+from rich.tree import Tree
+
+from srlm_harness.console import console
+
+
+def show_tree(study: Any) -> dict[str, int]:
+    """Print the merged tree of steps and return the counts it shows."""
+    unique = study.unique_stages()
+    counts = {
+        "pipelines": len(study.plans),
+        "unique_stages": len(unique),
+        "cached": sum(step.cached for step in unique.values()),
+    }
+    root = Tree(f"[bold]{study.name}[/]  [dim]({study.source})[/]")
+    nodes: dict[str, Any] = {}
+    for plan in study.plans:
+        parent = nodes.get(plan.model.key)
+        if parent is None:
+            parent = nodes[plan.model.key] = root.add(f"[bold]{plan.model.ref}[/] [dim]base[/]")
+        for step in plan.stages:
+            if step.key not in nodes:
+                state = "[cyan]cached[/]" if step.cached else "[yellow]to run[/]"
+                nodes[step.key] = parent.add(f"{step.name} [dim]{step.key[:12]}[/] {state}")
+            parent = nodes[step.key]
+        parent.add(f"[green]→ {plan.pipeline.name}[/]")
+    console.print(root)
+    console.print(f"  {counts['pipelines']} pipelines, {counts['unique_stages']} unique stages, "
+                  f"{counts['cached']} already cached")
+    return counts
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Show the tree of steps and stop.")
+@click.option("-o", "--override", "overrides", multiple=True, metavar="PATH=VALUE",
+              help="Override a key in every pipeline, e.g. grpo.max_steps=10.")
+@click.pass_obj
+def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> None:
+    """Run a study: models x pipelines, every shared prefix trained once, then a report
+    (table, plot, Markdown) in the study folder."""
+    from srlm_harness import hardware
+    from srlm_harness.console import RichReporter
+    from srlm_harness.run import Runner, new_run_id
+    from srlm_harness.study import load_study
+    from srlm_harness.study_report import load_results, write_report
+    from srlm_harness.views import publish_from_spec
+
+    session = state.session
+    state.require_healthy()
+    study_obj = load_study(spec, session.registry, hardware.detect, session.store,
+                           session.plugin_versions(), overrides)
+    counts = show_tree(study_obj)
+    if dry_run:
+        return
+    study_id = f"{new_run_id()}-{_slug(study_obj.name)}"
+    folder = session.store.root / "studies" / study_id
+    executed_before = set()
+    run_ids: list[tuple[str, str, str]] = []
+    for i, plan in enumerate(study_obj.plans):
+        plan.refresh(session.store)
+        executed_before |= {s.key for s in plan.stages if not s.cached}
+        console.rule(f"[bold]{plan.pipeline.name}[/] on {plan.model.ref}")
+        runner = Runner(session, plan, RichReporter())
+        manifest = runner.execute(f"{study_id}-{i:02d}-{_slug(plan.pipeline.name)}")
+        run_ids.append((plan.model.ref, plan.pipeline.name, manifest["run_id"]))
+        if plan.pipeline.publish:
+            publish_from_spec(session, manifest, plan.pipeline.publish)
+    counts["executed"] = len(executed_before)
+    files = write_report(folder, study_obj.name, load_results(session.store, run_ids), counts)
+    console.print((files["report"]).read_text())
+    console.print(f"[bold green]study complete[/]: {files['report']}, {files['plot']}")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:40] or "x"
