@@ -6,13 +6,14 @@ import re
 from typing import Any
 
 import click
-from rich.tree import Tree
-
-from srlm_harness.console import console
 
 
 def show_tree(study: Any) -> dict[str, int]:
     """Print the merged tree of steps and return the counts it shows."""
+    from rich.tree import Tree
+
+    from srlm_harness.console import console
+
     unique = study.unique_stages()
     counts = {
         "pipelines": len(study.plans),
@@ -47,7 +48,7 @@ def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> N
     """Run a study: models x pipelines, every shared prefix trained once, then a report
     (table, plot, Markdown) in the study folder."""
     from srlm_harness import hardware
-    from srlm_harness.console import RichReporter
+    from srlm_harness.console import RichReporter, console
     from srlm_harness.run import Runner, new_run_id
     from srlm_harness.study import load_study
     from srlm_harness.study_report import load_results, write_report

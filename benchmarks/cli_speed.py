@@ -1,0 +1,54 @@
+"""How fast the CLI answers: `srlm-harness --help` (target < 0.5 s) and `plugins` (< 1 s).
+
+Run by hand:  python benchmarks/cli_speed.py [--repeat 10]
+Reports the median and best wall time of fresh processes, and checks that neither command
+imported torch, transformers, trl or lm_eval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HEAVY = ("torch", "transformers", "trl", "lm_eval", "peft", "datasets")
+
+
+def wall(cmd: list[str], repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def heavy_imports(args: list[str]) -> list[str]:
+    probe = (
+        "import sys\nfrom srlm_harness.cli import main\n"
+        f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+        f"print('HEAVY:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    line = [x for x in out.stdout.splitlines() if x.startswith("HEAVY:")][-1]
+    return [m for m in line.removeprefix("HEAVY:").split(",") if m]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=10)
+    args = parser.parse_args()
+    exe = shutil.which("srlm-harness") or sys.exit("srlm-harness is not on PATH")
+    for argv, target in ((["--help"], 0.5), (["plugins"], 1.0)):
+        times = wall([exe, *argv], args.repeat)
+        median = statistics.median(times)
+        verdict = "OK" if median < target else "SLOW"
+        print(f"srlm-harness {' '.join(argv):8s} median {median:.3f}s  best {min(times):.3f}s  "
+              f"target < {target}s  {verdict}  heavy imports: {heavy_imports(argv) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
