@@ -59,8 +59,9 @@ def rank_entries(entries: list[dict[str, Any]], by: str | None = None) -> Rankin
     if by:
         matches = [c for c in columns if c == by or c.split("|")[0] == by]
         if not matches:
-            raise UserError(f"no entry has scores for {by!r}", "--by",
-                            f"known: {', '.join(columns) or 'none'}")
+            raise UserError(
+                f"no entry has scores for {by!r}", "--by", f"known: {', '.join(columns) or 'none'}"
+            )
         primary = matches[0]
     ranking = Ranking(columns, primary)
     for group, rows in ((False, ranking.full), (True, ranking.partial)):
@@ -69,8 +70,14 @@ def rank_entries(entries: list[dict[str, Any]], by: str | None = None) -> Rankin
             base = {column_key(s): s["value"] for s in (entry["base"] or {}).get("scores", [])}
             deltas = {c: v - base[c] if c in base else None for c, v in scores.items()}
             rows.append(Row(0, entry, scores, deltas))
-        rows.sort(key=lambda r: (primary not in r.scores, -r.scores.get(primary or "", 0.0),
-                                 r.entry["model"]["ref"], r.entry["id"]))
+        rows.sort(
+            key=lambda r: (
+                primary not in r.scores,
+                -r.scores.get(primary or "", 0.0),
+                r.entry["model"]["ref"],
+                r.entry["id"],
+            )
+        )
         for i, row in enumerate(rows, 1):
             row.rank = i
     return ranking
@@ -89,8 +96,9 @@ def column_title(key: str) -> str:
 def percent_columns(ranking: Ranking) -> set[str]:
     # Accuracy-like columns (every value within [0, 1]) read better as percentages.
     rows = ranking.full + ranking.partial
-    return {c for c in ranking.columns
-            if all(0.0 <= r.scores[c] <= 1.0 for r in rows if c in r.scores)}
+    return {
+        c for c in ranking.columns if all(0.0 <= r.scores[c] <= 1.0 for r in rows if c in r.scores)
+    }
 
 
 def format_score(value: float | None, stderr: float | None, percent: bool) -> str:
@@ -128,8 +136,13 @@ def _e(text: Any) -> str:
 def script_json(data: Any) -> str:
     """JSON safe inside ``<script>``: no ``</``, ``<!--`` or line separators survive."""
     text = json.dumps(data, ensure_ascii=False, sort_keys=True)
-    for char, code in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                       ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, code in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, code)
     return text
 
@@ -139,29 +152,38 @@ def script_json(data: Any) -> str:
 
 def render_markdown(name: str, ranking: Ranking) -> str:
     percent = percent_columns(ranking)
-    lines = [f"# Leaderboard: {_md(name)}", "",
-             "Rendered by srlm-harness from `entries/`; do not edit by hand (run "
-             f"`srlm-harness leaderboard render {_md(name)}`). Scores carry their standard "
-             "error; Δ is the change from the same model before training.", ""]
-    for title, rows in (("Ranked", ranking.full),
-                        ("Partial evaluations (limited samples, ranked separately)",
-                         ranking.partial)):
+    lines = [
+        f"# Leaderboard: {_md(name)}",
+        "",
+        "Rendered by srlm-harness from `entries/`; do not edit by hand (run "
+        f"`srlm-harness leaderboard render {_md(name)}`). Scores carry their standard "
+        "error; Δ is the change from the same model before training.",
+        "",
+    ]
+    for title, rows in (
+        ("Ranked", ranking.full),
+        ("Partial evaluations (limited samples, ranked separately)", ranking.partial),
+    ):
         if not rows and title != "Ranked":
             continue
         header = ["#", "Model", "Pipeline"]
         for c in ranking.columns:
             header += [_md(column_title(c)), "Δ"]
         header += ["n", "Run", "Date"]
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |",
-                  "|" + "---|" * len(header)]
+        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
             entry = row.entry
             cells = [str(row.rank), _md(entry["model"]["ref"]), _md(entry["pipeline"]["label"])]
             for c in ranking.columns:
-                cells += [format_score(row.scores.get(c), score_stderr(entry, c), c in percent),
-                          format_delta(row.deltas.get(c), c in percent)]
-            cells += [str(_n(entry, ranking.primary) or "—"), _md(entry["run_id"]),
-                      _md((entry["finished"] or entry["created"])[:10])]
+                cells += [
+                    format_score(row.scores.get(c), score_stderr(entry, c), c in percent),
+                    format_delta(row.deltas.get(c), c in percent),
+                ]
+            cells += [
+                str(_n(entry, ranking.primary) or "—"),
+                _md(entry["run_id"]),
+                _md((entry["finished"] or entry["created"])[:10]),
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         if not rows:
             lines.append("| " + " | ".join(["—"] * len(header)) + " |")
@@ -179,7 +201,7 @@ th,td{border-bottom:1px solid #d0d7de;padding:.35em .6em;text-align:left;white-s
 th{cursor:pointer;background:#f6f8fa;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.name{white-space:normal;overflow-wrap:anywhere;min-width:12em;max-width:28em}
+td.name{white-space:normal;overflow-wrap:anywhere;min-width:16em;max-width:28em}
 .scroll{overflow-x:auto}
 .up{color:#1a7f37}.down{color:#cf222e}.muted{color:#57606a}
 """.strip()
@@ -210,8 +232,10 @@ document.querySelectorAll("table.board").forEach(function (table) {
 
 def _csp() -> str:
     digest = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
-    return (f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
-            "img-src data:")
+    return (
+        f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
+        "img-src data:"
+    )
 
 
 def _td(text: str, sort: Any, numeric: bool = False, css: str = "") -> str:
@@ -231,18 +255,26 @@ def _table(ranking: Ranking, rows: list[Row], table_id: str, percent: set[str]) 
     for row in rows:
         entry = row.entry
         model, label = entry["model"]["ref"], entry["pipeline"]["label"]
-        cells = [_td(str(row.rank), row.rank, True), _td(model, model, css="name"),
-                 _td(label, label, css="name")]
+        cells = [
+            _td(str(row.rank), row.rank, True),
+            _td(model, model, css="name"),
+            _td(label, label, css="name"),
+        ]
         for c in ranking.columns:
             value, delta = row.scores.get(c), row.deltas.get(c)
             css = "" if delta is None or delta == 0 else ("up" if delta > 0 else "down")
-            cells += [_td(format_score(value, score_stderr(entry, c), c in percent), value, True),
-                      _td(format_delta(delta, c in percent), delta, True, css)]
+            cells += [
+                _td(format_score(value, score_stderr(entry, c), c in percent), value, True),
+                _td(format_delta(delta, c in percent), delta, True, css),
+            ]
         params = entry["model"]["parameters"]
         date = (entry["finished"] or entry["created"])[:10]
-        cells += [_td(str(_n(entry, ranking.primary) or "—"), _n(entry, ranking.primary), True),
-                  _td(f"{params / 1e6:.0f}M" if params else "—", params, True),
-                  _td(entry["run_id"], entry["run_id"], css="muted"), _td(date, date)]
+        cells += [
+            _td(str(_n(entry, ranking.primary) or "—"), _n(entry, ranking.primary), True),
+            _td(f"{params / 1e6:.0f}M" if params else "—", params, True),
+            _td(entry["run_id"], entry["run_id"], css="muted"),
+            _td(date, date),
+        ]
         out.append(f'<tr data-entry="{_e(entry["id"])}">' + "".join(cells) + "</tr>")
     return "".join(out) + "</tbody></table></div>"
 
@@ -254,56 +286,79 @@ def _chart(ranking: Ranking, percent: set[str]) -> str:
     if key is None or not rows:
         return ""
     values = [r.scores[key] for r in rows] + [
-        r.scores[key] - r.deltas[key] for r in rows if r.deltas.get(key) is not None]  # type: ignore[operator]
+        r.scores[key] - r.deltas[key] for r in rows if r.deltas.get(key) is not None
+    ]  # type: ignore[operator]
     top = max(1.0 if key in percent else 0.0, max(values)) or 1.0
-    left, width, bar_h, gap = 330, 420, 18, 8
+    left, width, bar_h, gap = 380, 420, 18, 8
     height = len(rows) * (bar_h + gap) + 30
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{left + width + 90}" '
-             f'height="{height}" aria-label="{_e(column_title(key))} by pipeline">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{left + width + 90}" '
+        f'height="{height}" aria-label="{_e(column_title(key))} by pipeline">'
+    ]
     for i, row in enumerate(rows):
         y = 10 + i * (bar_h + gap)
         label = f"{row.entry['model']['ref']} · {row.entry['pipeline']['label']}"
         label += " (partial)" if row.entry["partial"] else ""
         w = max(0.0, row.scores[key]) / top * width
         fill = "#bf8700" if row.entry["partial"] else "#0969da"
-        parts.append(f'<text x="{left - 8}" y="{y + 13}" text-anchor="end" font-size="12">'
-                     f"{_e(label if len(label) <= 48 else label[:47] + '…')}</text>"
-                     f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{fill}">'
-                     f"<title>{_e(label)}</title></rect>"
-                     f'<text x="{left + w + 4:.1f}" y="{y + 13}" font-size="12">'
-                     f"{_e(format_score(row.scores[key], None, key in percent))}</text>")
+        parts.append(
+            f'<text x="{left - 8}" y="{y + 13}" text-anchor="end" font-size="12">'
+            f"{_e(label if len(label) <= 48 else label[:47] + '…')}</text>"
+            f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{fill}">'
+            f"<title>{_e(label)}</title></rect>"
+            f'<text x="{left + w + 4:.1f}" y="{y + 13}" font-size="12">'
+            f"{_e(format_score(row.scores[key], None, key in percent))}</text>"
+        )
         delta = row.deltas.get(key)
         if delta is not None:
             bx = left + max(0.0, row.scores[key] - delta) / top * width
-            parts.append(f'<line x1="{bx:.1f}" x2="{bx:.1f}" y1="{y - 2}" y2="{y + bar_h + 2}" '
-                         'stroke="#1b1f24" stroke-width="2"><title>base model</title></line>')
-    parts.append(f'<text x="{left}" y="{height - 4}" font-size="11" fill="#57606a">'
-                 f"{_e(column_title(key))}; black tick: base model before training</text></svg>")
+            parts.append(
+                f'<line x1="{bx:.1f}" x2="{bx:.1f}" y1="{y - 2}" y2="{y + bar_h + 2}" '
+                'stroke="#1b1f24" stroke-width="2"><title>base model</title></line>'
+            )
+    parts.append(
+        f'<text x="{left}" y="{height - 4}" font-size="11" fill="#57606a">'
+        f"{_e(column_title(key))}; black tick: base model before training</text></svg>"
+    )
     return "".join(parts)
 
 
 def render_html(name: str, ranking: Ranking) -> str:
     percent = percent_columns(ranking)
-    data = [{"id": r.entry["id"], "model": r.entry["model"]["ref"],
-             "pipeline": r.entry["pipeline"]["label"], "partial": r.entry["partial"],
-             "run_id": r.entry["run_id"], "scores": r.scores}
-            for r in ranking.full + ranking.partial]
-    body = [f"<h1>Leaderboard: {_e(name)}</h1>",
-            f'<p class="muted">{len(data)} entries. Click a column header to sort. Δ is the '
-            "change from the same model before training; partial entries (limited samples) "
-            "are ranked separately.</p>",
-            f"<figure>{_chart(ranking, percent)}</figure>",
-            "<h2>Ranked</h2>", _table(ranking, ranking.full, "board-full", percent)]
+    data = [
+        {
+            "id": r.entry["id"],
+            "model": r.entry["model"]["ref"],
+            "pipeline": r.entry["pipeline"]["label"],
+            "partial": r.entry["partial"],
+            "run_id": r.entry["run_id"],
+            "scores": r.scores,
+        }
+        for r in ranking.full + ranking.partial
+    ]
+    body = [
+        f"<h1>Leaderboard: {_e(name)}</h1>",
+        f'<p class="muted">{len(data)} entries. Click a column header to sort. Δ is the '
+        "change from the same model before training; partial entries (limited samples) "
+        "are ranked separately.</p>",
+        f"<figure>{_chart(ranking, percent)}</figure>",
+        "<h2>Ranked</h2>",
+        _table(ranking, ranking.full, "board-full", percent),
+    ]
     if ranking.partial:
-        body += ["<h2>Partial evaluations (limited samples)</h2>",
-                 _table(ranking, ranking.partial, "board-partial", percent)]
-    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta http-equiv="Content-Security-Policy" content="{_csp()}">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>Leaderboard: {_e(name)}</title><style>{_STYLE}</style></head><body>"
-            + "\n".join(body)
-            + f'\n<script type="application/json" id="board-data">{script_json(data)}</script>'
-            + f"\n<script>{_SCRIPT}</script></body></html>\n")
+        body += [
+            "<h2>Partial evaluations (limited samples)</h2>",
+            _table(ranking, ranking.partial, "board-partial", percent),
+        ]
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_csp()}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>Leaderboard: {_e(name)}</title><style>{_STYLE}</style></head><body>"
+        + "\n".join(body)
+        + f'\n<script type="application/json" id="board-data">{script_json(data)}</script>'
+        + f"\n<script>{_SCRIPT}</script></body></html>\n"
+    )
 
 
 # --------------------------------------------------------------------------- the board

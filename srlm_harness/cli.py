@@ -15,9 +15,15 @@ from srlm_harness.api import UserError
 class State:
     """Per-invocation options; the session (plugins, registries, store) loads on demand."""
 
-    def __init__(self, plugins: tuple[str, ...], disable: tuple[str, ...], store: str | None,
-                 debug: bool) -> None:
-        self.plugin_paths, self.disable, self.store_root, self.debug = plugins, disable, store, debug
+    def __init__(
+        self, plugins: tuple[str, ...], disable: tuple[str, ...], store: str | None, debug: bool
+    ) -> None:
+        self.plugin_paths, self.disable, self.store_root, self.debug = (
+            plugins,
+            disable,
+            store,
+            debug,
+        )
         self._session: Any = None
 
     @property
@@ -25,8 +31,9 @@ class State:
         if self._session is None:
             from srlm_harness.session import Session
 
-            self._session = Session.load(self.plugin_paths, self.disable, self.store_root,
-                                         plugins=_PRELOADED.get("plugins"))
+            self._session = Session.load(
+                self.plugin_paths, self.disable, self.store_root, plugins=_PRELOADED.get("plugins")
+            )
         return self._session
 
     def report_broken(self) -> list[Any]:
@@ -59,14 +66,28 @@ pass_state = click.make_pass_decorator(State)
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="srlm-harness")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
-@click.option("--plugin", "plugin_paths", multiple=True, metavar="MODULE",
-              help="Load a plugin module that is not installed as a package (repeatable).")
+@click.option(
+    "--plugin",
+    "plugin_paths",
+    multiple=True,
+    metavar="MODULE",
+    help="Load a plugin module that is not installed as a package (repeatable).",
+)
 @click.option("--disable", multiple=True, metavar="NAME", help="Do not load this plugin.")
-@click.option("--store", type=click.Path(file_okay=False), envvar="SRLM_HARNESS_STORE",
-              help="Artifact store folder [default: ./runs; env SRLM_HARNESS_STORE].")
+@click.option(
+    "--store",
+    type=click.Path(file_okay=False),
+    envvar="SRLM_HARNESS_STORE",
+    help="Artifact store folder [default: ./runs; env SRLM_HARNESS_STORE].",
+)
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, plugin_paths: tuple[str, ...], disable: tuple[str, ...],
-        store: str | None) -> None:
+def cli(
+    ctx: click.Context,
+    debug: bool,
+    plugin_paths: tuple[str, ...],
+    disable: tuple[str, ...],
+    store: str | None,
+) -> None:
     """Train and evaluate small reasoning language models with any composition of SFT,
     distillation and GRPO; cache every stage; publish trustworthy leaderboard entries."""
     ctx.obj = State(plugin_paths, disable, store, debug)
@@ -79,21 +100,44 @@ def pipeline_options(func: Any) -> Any:
     options = [
         click.argument("spec", required=False, type=click.Path(dir_okay=False)),
         click.option("--model", help="Model reference: Hub id, local dir or .gguf file."),
-        click.option("--stage", "stages", multiple=True, metavar="NAME",
-                     help="Add a stage (repeatable, in order)."),
-        click.option("--eval", "tasks", multiple=True, metavar="TASK",
-                     help="Evaluate on this task (repeatable)."),
+        click.option(
+            "--stage",
+            "stages",
+            multiple=True,
+            metavar="NAME",
+            help="Add a stage (repeatable, in order).",
+        ),
+        click.option(
+            "--eval",
+            "tasks",
+            multiple=True,
+            metavar="TASK",
+            help="Evaluate on this task (repeatable).",
+        ),
         click.option("--limit", type=int, help="Evaluate on the first N samples per task."),
-        click.option("-o", "--override", "overrides", multiple=True, metavar="PATH=VALUE",
-                     help="Override a key: stage.key=value, seed=1, evaluate.limit=5 ..."),
+        click.option(
+            "-o",
+            "--override",
+            "overrides",
+            multiple=True,
+            metavar="PATH=VALUE",
+            help="Override a key: stage.key=value, seed=1, evaluate.limit=5 ...",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def build_plan(state: State, spec: str | None, model: str | None, stages: tuple[str, ...],
-               tasks: tuple[str, ...], limit: int | None, overrides: tuple[str, ...]) -> Any:
+def build_plan(
+    state: State,
+    spec: str | None,
+    model: str | None,
+    stages: tuple[str, ...],
+    tasks: tuple[str, ...],
+    limit: int | None,
+    overrides: tuple[str, ...],
+) -> Any:
     from srlm_harness import hardware
     from srlm_harness.plan import make_plan
     from srlm_harness.spec import load_pipeline
@@ -130,9 +174,17 @@ def default_recipe() -> Path:
 @click.option("--dry-run", is_flag=True, help="Show the plan and stop.")
 @click.option("--run-id", help="Name this run (default: timestamp + random suffix).")
 @pass_state
-def run(state: State, spec: str | None, model: str | None, stages: tuple[str, ...],
-        tasks: tuple[str, ...], limit: int | None, overrides: tuple[str, ...], dry_run: bool,
-        run_id: str | None) -> None:
+def run(
+    state: State,
+    spec: str | None,
+    model: str | None,
+    stages: tuple[str, ...],
+    tasks: tuple[str, ...],
+    limit: int | None,
+    overrides: tuple[str, ...],
+    dry_run: bool,
+    run_id: str | None,
+) -> None:
     """Run a pipeline from SPEC (YAML) and/or flags; with no arguments, the quick start."""
     from srlm_harness import views
 
@@ -146,8 +198,15 @@ def run(state: State, spec: str | None, model: str | None, stages: tuple[str, ..
 @cli.command()
 @pipeline_options
 @pass_state
-def plan(state: State, spec: str | None, model: str | None, stages: tuple[str, ...],
-         tasks: tuple[str, ...], limit: int | None, overrides: tuple[str, ...]) -> None:
+def plan(
+    state: State,
+    spec: str | None,
+    model: str | None,
+    stages: tuple[str, ...],
+    tasks: tuple[str, ...],
+    limit: int | None,
+    overrides: tuple[str, ...],
+) -> None:
     """Show the ordered steps of a pipeline (or the tree of a study), each with its cache
     key and cache state."""
     from srlm_harness import views
@@ -157,21 +216,41 @@ def plan(state: State, spec: str | None, model: str | None, stages: tuple[str, .
 
         click.get_current_context().invoke(study, spec=spec, dry_run=True, overrides=overrides)
         return
-    views.show_plan(build_plan(state, spec, model, stages, tasks, limit, overrides),
-                    state.session.store)
+    views.show_plan(
+        build_plan(state, spec, model, stages, tasks, limit, overrides), state.session.store
+    )
 
 
 @cli.command("eval")
 @click.argument("model")
-@click.option("--tasks", "-t", "tasks", multiple=True, required=True, metavar="TASK",
-              help="Task names (repeatable or comma-separated).")
+@click.option(
+    "--tasks",
+    "-t",
+    "tasks",
+    multiple=True,
+    required=True,
+    metavar="TASK",
+    help="Task names (repeatable or comma-separated).",
+)
 @click.option("--limit", type=int, help="Evaluate on the first N samples per task.")
-@click.option("-o", "--override", "overrides", multiple=True, metavar="PATH=VALUE",
-              help="e.g. evaluate.options.num_fewshot=0, seed=1")
+@click.option(
+    "-o",
+    "--override",
+    "overrides",
+    multiple=True,
+    metavar="PATH=VALUE",
+    help="e.g. evaluate.options.num_fewshot=0, seed=1",
+)
 @click.option("--run-id", help="Name this run.")
 @pass_state
-def eval_command(state: State, model: str, tasks: tuple[str, ...], limit: int | None,
-                 overrides: tuple[str, ...], run_id: str | None) -> None:
+def eval_command(
+    state: State,
+    model: str,
+    tasks: tuple[str, ...],
+    limit: int | None,
+    overrides: tuple[str, ...],
+    run_id: str | None,
+) -> None:
     """Evaluate MODEL (Hub id, directory or .gguf) on TASKS."""
     from srlm_harness import views
 
@@ -265,8 +344,10 @@ def _add_plugin_commands(argv: list[str]) -> None:
 def _attach_builtin_groups() -> None:
     import importlib
 
-    for module, name in (("srlm_harness.leaderboard_cli", "leaderboard"),
-                         ("srlm_harness.study_cli", "study")):
+    for module, name in (
+        ("srlm_harness.leaderboard_cli", "leaderboard"),
+        ("srlm_harness.study_cli", "study"),
+    ):
         try:
             cli.add_command(getattr(importlib.import_module(module), name))
         except ImportError:
@@ -279,7 +360,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _attach_builtin_groups()
         _add_plugin_commands(argv)
-        cli.main(args=argv, prog_name="srlm-harness", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="srlm-harness", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

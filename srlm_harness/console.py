@@ -60,8 +60,12 @@ class RichReporter:
             return
         self.out.print(f"[bold]▶ {what}[/] [dim]{step.key[:12]}[/]")
         self.progress_bar = Progress(
-            TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=self.out, transient=True,
+            TextColumn("  {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.out,
+            transient=True,
             disable=not self.out.is_terminal,
         )
         self.progress_bar.start()
@@ -69,8 +73,9 @@ class RichReporter:
 
     def progress(self, done: int, total: int, description: str) -> None:
         if self.progress_bar is not None:
-            self.progress_bar.update(self.task_id, completed=done, total=total or None,
-                                     description=description)
+            self.progress_bar.update(
+                self.task_id, completed=done, total=total or None, description=description
+            )
 
     def step_end(self, step: Any, cached: bool, seconds: float, result: Any) -> None:
         if self.progress_bar is not None:
@@ -118,8 +123,11 @@ class RichReporter:
 
 
 def _metric_summary(metrics: dict[str, Any]) -> str:
-    keys = [k for k in ("train_loss", "loss", "reward", "reward_mean", "accuracy", "kl")
-            if isinstance(metrics.get(k), int | float)]
+    keys = [
+        k
+        for k in ("train_loss", "loss", "reward", "reward_mean", "accuracy", "kl")
+        if isinstance(metrics.get(k), int | float)
+    ]
     return " ".join(f"{k}={metrics[k]:.4g}" for k in keys[:4])
 
 

@@ -72,8 +72,12 @@ def _memory_gib() -> float:
 
 _KEYS = {"device", "dtype", "threads", "gradient_checkpointing"}
 _DTYPES = {
-    "float32": "float32", "bfloat16": "bfloat16", "float16": "float16",
-    "fp32": "float32", "bf16": "bfloat16", "fp16": "float16",
+    "float32": "float32",
+    "bfloat16": "bfloat16",
+    "float16": "float16",
+    "fp32": "float32",
+    "bf16": "bfloat16",
+    "fp16": "float16",
 }
 
 
@@ -107,7 +111,8 @@ def detect(overrides: dict[str, Any] | None = None, model_params: int | None = N
         fast = _cpu_has_fast_bf16()
         dtype = "bfloat16" if fast else "float32"
         reasons["dtype"] = (
-            "CPU has AMX bf16 tiles" if fast
+            "CPU has AMX bf16 tiles"
+            if fast
             else "CPU without AMX: fp32 trains several times faster than bf16 autocast"
         )
     threads = os.cpu_count() or 1
@@ -117,18 +122,26 @@ def detect(overrides: dict[str, Any] | None = None, model_params: int | None = N
     need_gib = (model_params or 0) * 16 / 2**30 * 1.5
     checkpointing = bool(memory) and need_gib > 0.8 * memory
     reasons["gradient_checkpointing"] = (
-        f"model needs ~{need_gib:.1f} GiB of {memory:.0f} GiB" if model_params else "memory is ample"
+        f"model needs ~{need_gib:.1f} GiB of {memory:.0f} GiB"
+        if model_params
+        else "memory is ample"
     )
     hw = Hardware(device, dtype, threads, checkpointing, name, round(memory, 1), reasons)
     for key, value in overrides.items():
         if key == "dtype":
             if value not in _DTYPES:
-                raise UserError(f"unknown dtype {value!r}", "hardware.dtype", "use float32, bfloat16 or float16")
+                raise UserError(
+                    f"unknown dtype {value!r}", "hardware.dtype", "use float32, bfloat16 or float16"
+                )
             value = _DTYPES[value]
         if key == "threads":
             value = int(value)
         if key == "gradient_checkpointing":
-            value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+            value = (
+                value
+                if isinstance(value, bool)
+                else str(value).lower() in ("1", "true", "yes", "on")
+            )
         setattr(hw, key, value)
         hw.reasons[key] = "set in the spec"
     return hw

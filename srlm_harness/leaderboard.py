@@ -20,168 +20,37 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any, BinaryIO, cast
 
 from srlm_harness.api import UserError
-
-SCHEMA = "srlm-harness/entry@1"
-RUN_SCHEMA = "srlm-harness/run@1"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-_SAMPLES_PATH = r"^samples/[0-9a-f]{64}\.jsonl\.gz$"
-_SHA256 = r"^[0-9a-f]{64}$"
-#: Scores recomputed from a sample log may differ from the recorded value by rounding only.
-_TOLERANCE = 5e-7
-
-
-# --------------------------------------------------------------------------- the schema
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-
-class ModelInfo(_Strict):
-    ref: str
-    revision: str | None
-    identity: str
-    source: str | None
-    parameters: int | None
-    dtype: str | None
-
-
-class Stage(_Strict):
-    index: int
-    type: str
-    config: dict[str, Any]
-    key: str
-    plugin: str | None
-    plugin_version: str | None
-    cached: bool
-    seconds: float | None
-    metrics: dict[str, Any]
-
-
-class Pipeline(_Strict):
-    name: str
-    label: str
-    spec_hash: str
-    seed: int | None
-    stages: list[Stage]
-
-
-class Samples(_Strict):
-    path: str = Field(pattern=_SAMPLES_PATH)
-    sha256: str = Field(pattern=_SHA256)
-
-
-class Score(_Strict):
-    task: str
-    metric: str
-    value: float
-    stderr: float | None
-    n: int = Field(ge=0)
-    task_version: str | int | float | None
-    n_shot: int | None
-    chat_template: str | bool | None
-    generation: dict[str, Any] | None
-    prompt_hash: str | None
-    samples: Samples | None
-
-
-class Evaluation(_Strict):
-    label: str
-    key: str
-    model_key: str | None
-    partial: bool
-    limit: int | None
-    seed: int | None
-    lm_eval_version: str | None
-    scores: list[Score] = Field(min_length=1)
-
-
-class Environment(_Strict):
-    harness: str
-    python: str
-    platform: str
-    plugins: dict[str, str]
-    libraries: dict[str, str | None]
-
-
-class Entry(_Strict):
-    schema_: Literal["srlm-harness/entry@1"] = Field(alias="schema")
-    id: str = Field(pattern=_NAME.pattern)
-    run_id: str
-    created: str
-    started: str | None
-    finished: str | None
-    partial: bool
-    model: ModelInfo
-    pipeline: Pipeline
-    final: Evaluation
-    base: Evaluation | None
-    environment: Environment
-    hardware: dict[str, str | int | float | bool | None]
-
-
-def _key_path(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(entry)"
-
-
-def entry_problems(data: Any, where: str = "entry") -> list[str]:
-    """Every schema problem of ``data`` as ``"WHERE: key.path: what"`` lines (empty: valid)."""
-    if not isinstance(data, dict):
-        return [f"{where}: an entry is a JSON object, got {type(data).__name__}"]
-    if data.get("schema") != SCHEMA:
-        return [f"{where}: schema: unknown schema version {data.get('schema')!r} "
-                f"(this harness reads {SCHEMA!r})"]
-    try:
-        Entry.model_validate(data)
-    except ValidationError as exc:
-        return [f"{where}: {_key_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
-    problems = []
-    for label in ("final", "base"):
-        seen: set[tuple[str, str]] = set()
-        for i, score in enumerate((data[label] or {}).get("scores", [])):
-            if (score["task"], score["metric"]) in seen:
-                problems.append(f"{where}: {label}.scores[{i}]: duplicate {score['task']} "
-                                f"{score['metric']}")
-            seen.add((score["task"], score["metric"]))
-    claimed = data["final"]["partial"] or bool(data["base"] and data["base"]["partial"])
-    if data["partial"] != claimed:
-        problems.append(f"{where}: partial: is {data['partial']} but the evaluations say "
-                        f"{claimed}")
-    return problems
-
-
-def validate_entry(data: Any, where: str = "entry") -> dict[str, Any]:
-    """Return ``data`` if it is a valid entry, else raise UserError naming every problem."""
-    problems = entry_problems(data, where)
-    if problems:
-        raise UserError("; ".join(p.removeprefix(f"{where}: ") for p in problems), where,
-                        f"entries follow {SCHEMA} (docs/leaderboard.md)")
-    return data
-
-
-def load_entry(path: Path) -> dict[str, Any]:
-    """Read and validate one entry file."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read entry: {exc}", str(path)) from None
-    return validate_entry(data, str(path))
-
+from srlm_harness.leaderboard_schema import (  # noqa: F401 - re-exported
+    _NAME,
+    _SAMPLES_PATH,
+    _SHA256,
+    _TOLERANCE,
+    RUN_SCHEMA,
+    SCHEMA,
+    Entry,
+    Environment,
+    Evaluation,
+    ModelInfo,
+    Pipeline,
+    Samples,
+    Score,
+    Stage,
+    _key_path,
+    _Strict,
+    entry_problems,
+    load_entry,
+    validate_entry,
+)
 
 # --------------------------------------------------------------------------- building
 
 
-def _open_log(path: Path) -> IO[bytes]:
+def _open_log(path: Path) -> BinaryIO:
     # Logs are checksummed as their uncompressed JSONL, however they are stored.
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    return cast(BinaryIO, gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb"))
 
 
 def _sha256(path: Path) -> str:
@@ -196,8 +65,9 @@ def _slug(text: str, limit: int = 60) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "model"
 
 
-def _evaluation(step: dict[str, Any], sources: dict[str, Path], store: Path | None
-                ) -> dict[str, Any]:
+def _evaluation(
+    step: dict[str, Any], sources: dict[str, Path], store: Path | None
+) -> dict[str, Any]:
     prov = step.get("provenance") or {}
     task_prov = prov.get("tasks") or {}
     sample_files = (step.get("files") or {}).get("samples") or {}
@@ -212,90 +82,137 @@ def _evaluation(step: dict[str, Any], sources: dict[str, Path], store: Path | No
             digest = _sha256(source)
             sources[digest] = source
             samples = {"path": f"samples/{digest}.jsonl.gz", "sha256": digest}
-        scores.append({
-            "task": score["task"], "metric": score["metric"], "value": score["value"],
-            "stderr": score.get("stderr"), "n": score["n"],
-            "task_version": info.get("version"), "n_shot": info.get("n_shot"),
-            "chat_template": info.get("chat_template"), "generation": info.get("generation"),
-            "prompt_hash": info.get("prompt_hash"), "samples": samples,
-        })
+        scores.append(
+            {
+                "task": score["task"],
+                "metric": score["metric"],
+                "value": score["value"],
+                "stderr": score.get("stderr"),
+                "n": score["n"],
+                "task_version": info.get("version"),
+                "n_shot": info.get("n_shot"),
+                "chat_template": info.get("chat_template"),
+                "generation": info.get("generation"),
+                "prompt_hash": info.get("prompt_hash"),
+                "samples": samples,
+            }
+        )
     limit = prov.get("limit")
     return {
-        "label": step["label"], "key": step["key"], "model_key": step.get("model_key"),
-        "partial": bool(prov.get("partial") or limit is not None), "limit": limit,
-        "seed": prov.get("seed"), "lm_eval_version": prov.get("lm_eval_version"),
+        "label": step["label"],
+        "key": step["key"],
+        "model_key": step.get("model_key"),
+        "partial": bool(prov.get("partial") or limit is not None),
+        "limit": limit,
+        "seed": prov.get("seed"),
+        "lm_eval_version": prov.get("lm_eval_version"),
         "scores": scores,
     }
 
 
-def _build(manifest: dict[str, Any], where: str, store: Any = None
-           ) -> tuple[dict[str, Any], dict[str, Path]]:
+def _build(
+    manifest: dict[str, Any], where: str, store: Any = None
+) -> tuple[dict[str, Any], dict[str, Path]]:
     store_dir = Path(getattr(store, "root", store)) if store is not None else None
     try:
         return _build_checked(manifest, where, store_dir)
     except (KeyError, TypeError, AttributeError) as exc:
-        raise UserError(f"malformed run manifest ({type(exc).__name__}: {exc})", where,
-                        f"expected a {RUN_SCHEMA} manifest written by srlm-harness run") from None
+        raise UserError(
+            f"malformed run manifest ({type(exc).__name__}: {exc})",
+            where,
+            f"expected a {RUN_SCHEMA} manifest written by srlm-harness run",
+        ) from None
 
 
-def _build_checked(manifest: Any, where: str, store: Path | None
-                   ) -> tuple[dict[str, Any], dict[str, Path]]:
+def _build_checked(
+    manifest: Any, where: str, store: Path | None
+) -> tuple[dict[str, Any], dict[str, Path]]:
     if not isinstance(manifest, dict) or manifest.get("schema") != RUN_SCHEMA:
         raise UserError(f"not a run manifest (expected schema {RUN_SCHEMA!r})", where)
     if manifest.get("status") != "complete":
-        raise UserError(f"run status is {manifest.get('status')!r}, not 'complete'", where,
-                        "only finished runs can be published; resume the run first")
+        raise UserError(
+            f"run status is {manifest.get('status')!r}, not 'complete'",
+            where,
+            "only finished runs can be published; resume the run first",
+        )
     steps = manifest.get("steps") or []
     evals = [s for s in steps if s.get("kind") == "eval" and s.get("status") == "complete"]
     if not evals:
-        raise UserError("the run has no completed evaluation", where,
-                        "add 'evaluate: {tasks: [...]}' to the pipeline spec")
+        raise UserError(
+            "the run has no completed evaluation",
+            where,
+            "add 'evaluate: {tasks: [...]}' to the pipeline spec",
+        )
     sources: dict[str, Path] = {}
     final = _evaluation(evals[-1], sources, store)
     base_step = next((s for s in evals[:-1] if s.get("label") == "base"), None)
     base = _evaluation(base_step, sources, store) if base_step else None
-    stages = [{
-        "index": s["index"], "type": s["name"], "config": s.get("config") or {},
-        "key": s["key"], "plugin": s.get("plugin"), "plugin_version": s.get("plugin_version"),
-        "cached": bool(s.get("cached")), "seconds": s.get("seconds"),
-        "metrics": s.get("metrics") or {},
-    } for s in sorted((s for s in steps if s.get("kind") == "stage"), key=lambda s: s["index"])]
+    stages = [
+        {
+            "index": s["index"],
+            "type": s["name"],
+            "config": s.get("config") or {},
+            "key": s["key"],
+            "plugin": s.get("plugin"),
+            "plugin_version": s.get("plugin_version"),
+            "cached": bool(s.get("cached")),
+            "seconds": s.get("seconds"),
+            "metrics": s.get("metrics") or {},
+        }
+        for s in sorted((s for s in steps if s.get("kind") == "stage"), key=lambda s: s["index"])
+    ]
     model = manifest.get("model") or {}
     details = model.get("details") or {}
     spec = manifest.get("spec") or {}
     env = manifest.get("environment") or {}
     label = " → ".join(s["type"] for s in stages) or "base"
     stamp = re.sub(r"[^0-9T]", "", (manifest.get("finished") or "")[:19]) or (
-        datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S"))
+        datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    )
     entry = {
         "schema": SCHEMA,
         "id": f"{stamp}-{_slug(model.get('ref', '') + '-' + label)}-{uuid.uuid4().hex[:12]}",
         "run_id": manifest["run_id"],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "started": manifest.get("started"), "finished": manifest.get("finished"),
+        "started": manifest.get("started"),
+        "finished": manifest.get("finished"),
         "partial": final["partial"] or bool(base and base["partial"]),
         "model": {
-            "ref": model.get("ref") or spec.get("model"), "revision": details.get("revision"),
-            "identity": model.get("identity"), "source": model.get("source"),
-            "parameters": details.get("parameters"), "dtype": details.get("dtype"),
+            "ref": model.get("ref") or spec.get("model"),
+            "revision": details.get("revision"),
+            "identity": model.get("identity"),
+            "source": model.get("source") or model.get("identified_by"),
+            "parameters": details.get("parameters"),
+            "dtype": details.get("dtype"),
         },
-        "pipeline": {"name": manifest.get("name") or spec.get("name") or "pipeline",
-                     "label": label, "spec_hash": manifest.get("spec_hash"),
-                     "seed": spec.get("seed"), "stages": stages},
-        "final": final, "base": base,
+        "pipeline": {
+            "name": manifest.get("name") or spec.get("name") or "pipeline",
+            "label": label,
+            "spec_hash": manifest.get("spec_hash"),
+            "seed": spec.get("seed"),
+            "stages": stages,
+        },
+        "final": final,
+        "base": base,
         "environment": {
-            "harness": env.get("harness"), "python": env.get("python"),
-            "platform": env.get("platform"), "plugins": env.get("plugins") or {},
+            "harness": env.get("harness"),
+            "python": env.get("python"),
+            "platform": env.get("platform"),
+            "plugins": env.get("plugins") or {},
             "libraries": env.get("libraries") or {},
         },
-        "hardware": {k: v for k, v in (manifest.get("hardware") or {}).items()
-                     if v is None or isinstance(v, (str, int, float, bool))},
+        "hardware": {
+            k: v
+            for k, v in (manifest.get("hardware") or {}).items()
+            if v is None or isinstance(v, (str, int, float, bool))
+        },
     }
     return validate_entry(entry, where), sources
 
 
-def build_entry(manifest: dict[str, Any], where: str = "run manifest", store: Any = None
-                ) -> dict[str, Any]:
+def build_entry(
+    manifest: dict[str, Any], where: str = "run manifest", store: Any = None
+) -> dict[str, Any]:
     """Turn a complete run's manifest into a validated leaderboard entry (a fresh id each
     call). Sample-log paths in the entry are where the logs live once published to a board;
     ``store`` (a Store or its root) resolves log paths the manifest gives relative to it."""
@@ -317,10 +234,13 @@ def board_path(board: str, root: str | Path | None = None) -> Path:
     name = board
     prefix = base.name + "/"
     if board.startswith(prefix):
-        name = board[len(prefix):]
+        name = board[len(prefix) :]
     if not _NAME.match(name) or ".." in name:
-        raise UserError(f"invalid board name {board!r}", "board",
-                        "use letters, digits, '.', '_' and '-'; no '/' or '..'")
+        raise UserError(
+            f"invalid board name {board!r}",
+            "board",
+            "use letters, digits, '.', '_' and '-'; no '/' or '..'",
+        )
     return base / name
 
 
@@ -399,8 +319,10 @@ def verify_entry(data: dict[str, Any], board_dir: Path, where: str) -> list[str]
             at = f"{where}: {label}.scores[{i}] ({score['task']})"
             try:
                 if _sha256(path) != samples["sha256"]:
-                    problems.append(f"{at}: sample log {samples['path']} does not match its "
-                                    "sha256 (edited after publishing?)")
+                    problems.append(
+                        f"{at}: sample log {samples['path']} does not match its "
+                        "sha256 (edited after publishing?)"
+                    )
                     continue
                 value, n = recompute_score(path, score["metric"])
             except (OSError, ValueError) as exc:
@@ -409,8 +331,10 @@ def verify_entry(data: dict[str, Any], board_dir: Path, where: str) -> list[str]
             if n != score["n"]:
                 problems.append(f"{at}: n is {score['n']} but the sample log has {n}")
             if not math.isclose(value, score["value"], abs_tol=_TOLERANCE):
-                problems.append(f"{at}: value {score['value']} does not match {value:.6g} "
-                                "recomputed from the sample log")
+                problems.append(
+                    f"{at}: value {score['value']} does not match {value:.6g} "
+                    "recomputed from the sample log"
+                )
     return problems
 
 
@@ -450,8 +374,15 @@ def _copy_samples(board_dir: Path, sources: dict[str, Path]) -> None:
         os.replace(tmp, final)
 
 
-def publish_run(manifest: dict[str, Any], target: str, publisher: str = "folder", *,
-                root: str | Path | None = None, registry: Any = None, store: Any = None) -> str:
+def publish_run(
+    manifest: dict[str, Any],
+    target: str,
+    publisher: str = "folder",
+    *,
+    root: str | Path | None = None,
+    registry: Any = None,
+    store: Any = None,
+) -> str:
     """Build an entry from a run manifest and publish it with the named publisher.
 
     For ``folder`` the target is a board name (``gsm8k`` or ``leaderboards/gsm8k``): the

@@ -52,12 +52,17 @@ def _registry(ctx: click.Context) -> Any:
 
 
 def _root(ctx: click.Context) -> str | None:
-    return ctx.find_object(dict).get("leaderboards_root") if ctx.find_object(dict) else None
+    options = ctx.find_object(dict)
+    return options.get("leaderboards_root") if options else None
 
 
 @click.group("leaderboard")
-@click.option("--root", type=click.Path(file_okay=False), envvar="SRLM_HARNESS_LEADERBOARDS",
-              help="Folder holding the boards (default ./leaderboards).")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False),
+    envvar="SRLM_HARNESS_LEADERBOARDS",
+    help="Folder holding the boards (default ./leaderboards).",
+)
 @click.pass_context
 def leaderboard(ctx: click.Context, root: str | None) -> None:
     """Publish, validate, show and render leaderboards of runs."""
@@ -67,15 +72,29 @@ def leaderboard(ctx: click.Context, root: str | None) -> None:
 @leaderboard.command()
 @click.argument("run")
 @click.option("--board", "-b", help="Board name (default: the spec's 'publish:' key).")
-@click.option("--publisher", "-p", default="folder", show_default=True,
-              help="Publisher name (folder, hf, or one a plugin adds).")
+@click.option(
+    "--publisher",
+    "-p",
+    default="folder",
+    show_default=True,
+    help="Publisher name (folder, hf, or one a plugin adds).",
+)
 @click.option("--target", "-t", help="Where non-folder publishers write (hf: a path or '-').")
-@click.option("--store", type=click.Path(file_okay=False), help="Run store (default "
-              "$SRLM_HARNESS_STORE or ./runs).")
+@click.option(
+    "--store",
+    type=click.Path(file_okay=False),
+    help="Run store (default $SRLM_HARNESS_STORE or ./runs).",
+)
 @click.pass_context
 @_user_errors
-def publish(ctx: click.Context, run: str, board: str | None, publisher: str,
-            target: str | None, store: str | None) -> None:
+def publish(
+    ctx: click.Context,
+    run: str,
+    board: str | None,
+    publisher: str,
+    target: str | None,
+    store: str | None,
+) -> None:
     """Publish run RUN (an id, id prefix or run directory) as a leaderboard entry."""
     from srlm_harness.leaderboard import publish_run
 
@@ -85,13 +104,17 @@ def publish(ctx: click.Context, run: str, board: str | None, publisher: str,
     if publisher == "folder":
         target = board or (manifest.get("spec") or {}).get("publish")
         if not isinstance(target, str):
-            raise UserError("no board given", f"run {manifest.get('run_id')}",
-                            "pass --board NAME or set 'publish:' in the pipeline spec")
+            raise UserError(
+                "no board given",
+                f"run {manifest.get('run_id')}",
+                "pass --board NAME or set 'publish:' in the pipeline spec",
+            )
     elif not target:
         raise UserError(f"publisher {publisher!r} needs --target", "--target")
     store = store or getattr(ctx.find_root().obj, "store_root", None)
-    location = publish_run(manifest, target, publisher, root=_root(ctx), registry=registry,
-                           store=store)
+    location = publish_run(
+        manifest, target, publisher, root=_root(ctx), registry=registry, store=store
+    )
     click.echo(f"published {manifest.get('run_id')} -> {location}")
 
 
@@ -116,8 +139,11 @@ def validate(ctx: click.Context, targets: tuple[str, ...]) -> None:
     root = _root(ctx)
     if not targets:
         base = boards_root(root)
-        targets = tuple(sorted(d.name for d in base.iterdir() if (d / "entries").is_dir())
-                        ) if base.is_dir() else ()
+        targets = (
+            tuple(sorted(d.name for d in base.iterdir() if (d / "entries").is_dir()))
+            if base.is_dir()
+            else ()
+        )
         if not targets:
             raise UserError("no boards found", str(base), "pass a board name or entry files")
     problems: list[str] = []
@@ -129,8 +155,9 @@ def validate(ctx: click.Context, targets: tuple[str, ...]) -> None:
             continue
         board_dir = board_path(target, root)
         if not (board_dir / "entries").is_dir():
-            raise UserError(f"no board {target!r}", str(board_dir),
-                            "publish a run to it first, or check --root")
+            raise UserError(
+                f"no board {target!r}", str(board_dir), "publish a run to it first, or check --root"
+            )
         problems += validate_board(board_dir)
         checked += len(board_entries(board_dir)[0])
     for problem in problems:
@@ -145,8 +172,9 @@ def _load_board(ctx: click.Context, board: str) -> tuple[Path, list[dict[str, An
 
     board_dir = board_path(board, _root(ctx))
     if not (board_dir / "entries").is_dir():
-        raise UserError(f"no board {board!r}", str(board_dir),
-                        "publish a run to it first, or check --root")
+        raise UserError(
+            f"no board {board!r}", str(board_dir), "publish a run to it first, or check --root"
+        )
     found, problems = board_entries(board_dir)
     for problem in problems:
         click.echo(f"skipped: {problem}", err=True)
@@ -176,9 +204,11 @@ def show(ctx: click.Context, board: str, by: str | None) -> None:
     ranking = rank_entries(entries, by)
     percent = percent_columns(ranking)
     console = Console()
-    for title, rows in ((f"{board_dir.name}: ranked", ranking.full),
-                        (f"{board_dir.name}: partial evaluations (limited)", ranking.partial)):
-        if not rows and title.endswith("(limited)"):
+    for title, rows in (
+        (f"{board_dir.name}: ranked", ranking.full),
+        (f"{board_dir.name}: partial evaluations (limited)", ranking.partial),
+    ):
+        if not rows and (title.endswith("(limited)") or ranking.partial):
             continue
         table = Table(title=title)
         table.add_column("#", justify="right")
@@ -187,12 +217,14 @@ def show(ctx: click.Context, board: str, by: str | None) -> None:
         for c in ranking.columns:
             table.add_column(column_title(c), justify="right")
             table.add_column("Δ base", justify="right")
-        table.add_column("Run")
+        table.add_column("Run", overflow="fold")
         for row in rows:
             cells = [str(row.rank), row.entry["model"]["ref"], row.entry["pipeline"]["label"]]
             for c in ranking.columns:
-                cells += [format_score(row.scores.get(c), score_stderr(row.entry, c), c in percent),
-                          format_delta(row.deltas.get(c), c in percent)]
+                cells += [
+                    format_score(row.scores.get(c), score_stderr(row.entry, c), c in percent),
+                    format_delta(row.deltas.get(c), c in percent),
+                ]
             # Entry text is data, never rich markup.
             table.add_row(*(_plain(cell) for cell in cells + [row.entry["run_id"]]))
         console.print(table)
@@ -220,10 +252,21 @@ def render(ctx: click.Context, board: str, by: str | None) -> None:
 
 @leaderboard.command()
 @click.argument("run_or_entry")
-@click.option("--format", "fmt", type=click.Choice(["hf", "json"]), default="hf",
-              show_default=True, help="hf: model-index YAML for a model card; json: the entry.")
-@click.option("--output", "-o", default="-", show_default=True,
-              help="hf: a .yaml file, '-' for stdout, or a model folder (.eval_results/).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["hf", "json"]),
+    default="hf",
+    show_default=True,
+    help="hf: model-index YAML for a model card; json: the entry.",
+)
+@click.option(
+    "--output",
+    "-o",
+    default="-",
+    show_default=True,
+    help="hf: a .yaml file, '-' for stdout, or a model folder (.eval_results/).",
+)
 @click.option("--store", type=click.Path(file_okay=False), help="Run store.")
 @click.pass_context
 @_user_errors

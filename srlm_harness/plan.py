@@ -144,8 +144,13 @@ def dataset_identity(registry: Registry, value: Any, where: str) -> dict[str, An
     }
 
 
-def make_plan(pipeline: Pipeline, registry: Registry, hardware: Hardware, store: Store,
-              plugin_versions: dict[str, str]) -> Plan:
+def make_plan(
+    pipeline: Pipeline,
+    registry: Registry,
+    hardware: Hardware,
+    store: Store,
+    plugin_versions: dict[str, str],
+) -> Plan:
     identity, source = identify_model(registry, pipeline.model, "model")
     base_key = digest({"format": CACHE_FORMAT, "model": identity})
     plan = Plan(pipeline, ModelRef(pipeline.model, identity, source, base_key), hardware)
@@ -162,17 +167,30 @@ def make_plan(pipeline: Pipeline, registry: Registry, hardware: Hardware, store:
             evaluator = registry.evaluators.get(name, where=f"task {tasks[0].name}")
             owner = registry.evaluators.owner(name)
             fingerprint = evaluator.fingerprint(tasks, evaluate.options)
-            key = digest({
-                "format": CACHE_FORMAT,
-                "model": model_key,
-                "evaluator": [name, evaluator.version, plugin_versions.get(owner, "?")],
-                "tasks": fingerprint,
-                "limit": evaluate.limit,
-                "seed": pipeline.seed,
-                "dtype": hardware.dtype,
-            })
-            plan.steps.append(EvalStep(label, index, model_key, key, name, tasks,
-                                       evaluate.limit, pipeline.seed, dict(evaluate.options)))
+            key = digest(
+                {
+                    "format": CACHE_FORMAT,
+                    "model": model_key,
+                    "evaluator": [name, evaluator.version, plugin_versions.get(owner, "?")],
+                    "tasks": fingerprint,
+                    "limit": evaluate.limit,
+                    "seed": pipeline.seed,
+                    "dtype": hardware.dtype,
+                }
+            )
+            plan.steps.append(
+                EvalStep(
+                    label,
+                    index,
+                    model_key,
+                    key,
+                    name,
+                    tasks,
+                    evaluate.limit,
+                    pipeline.seed,
+                    dict(evaluate.options),
+                )
+            )
 
     if evaluate and ("base" in after or (not pipeline.stages and "end" in after)):
         add_evals("base", None, base_key)
@@ -184,20 +202,24 @@ def make_plan(pipeline: Pipeline, registry: Registry, hardware: Hardware, store:
             if ref.kind == "dataset":
                 ident = dataset_identity(registry, ref.value, stage.where)
             else:
-                ident = {"model": ref.value,
-                         "identity": identify_model(registry, ref.value, stage.where)[0]}
+                ident = {
+                    "model": ref.value,
+                    "identity": identify_model(registry, ref.value, stage.where)[0],
+                }
             references.append({"kind": ref.kind, "role": ref.role, **ident})
         owner = registry.stages.owner(stage.name)
         version = plugin_versions.get(owner, "?")
-        key = digest({
-            "format": CACHE_FORMAT,
-            "input": input_key,
-            "stage": [stage.name, stage.type.version, owner, version],
-            "config": stage.config.model_dump(mode="json"),
-            "references": references,
-            "seed": pipeline.seed,
-            "dtype": hardware.dtype,
-        })
+        key = digest(
+            {
+                "format": CACHE_FORMAT,
+                "input": input_key,
+                "stage": [stage.name, stage.type.version, owner, version],
+                "config": stage.config.model_dump(mode="json"),
+                "references": references,
+                "seed": pipeline.seed,
+                "dtype": hardware.dtype,
+            }
+        )
         step = StageStep(stage.index, stage.name, stage, input_key, key, owner, version, references)
         plan.steps.append(step)
         last = stage.index == len(pipeline.stages) - 1

@@ -130,7 +130,9 @@ class Plugins:
         self.add(path, module, "--plugin", getattr(module, "__version__", "local"))
 
 
-def load_plugins(extra: list[str] | tuple[str, ...] = (), disable: list[str] | tuple[str, ...] = ()) -> Plugins:
+def load_plugins(
+    extra: list[str] | tuple[str, ...] = (), disable: list[str] | tuple[str, ...] = ()
+) -> Plugins:
     """Load every plugin: entry points (minus disabled / not allow-listed), then ``extra``."""
     plugins = Plugins()
     disabled = set(disable) | set(_split_env("SRLM_HARNESS_DISABLE"))

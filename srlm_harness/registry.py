@@ -60,8 +60,10 @@ class Table(Generic[T]):
             )
         if name not in self.entries:
             close = difflib.get_close_matches(name, list(self.entries), n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else (
-                f"known {self.kind}s: {', '.join(sorted(self.entries)) or 'none'}"
+            hint = (
+                f"did you mean {', '.join(repr(c) for c in close)}?"
+                if close
+                else (f"known {self.kind}s: {', '.join(sorted(self.entries)) or 'none'}")
             )
             raise UserError(f"unknown {self.kind} '{name}'", where, hint)
         return self.entries[name].obj

@@ -51,8 +51,9 @@ class Reporter(Protocol):
     def info(self, message: str) -> None: ...
     def step_start(self, step: StageStep | EvalStep, cached: bool) -> None: ...
     def progress(self, done: int, total: int, description: str) -> None: ...
-    def step_end(self, step: StageStep | EvalStep, cached: bool, seconds: float,
-                 result: Any) -> None: ...
+    def step_end(
+        self, step: StageStep | EvalStep, cached: bool, seconds: float, result: Any
+    ) -> None: ...
 
 
 class Launcher(Protocol):
@@ -72,13 +73,16 @@ def now() -> str:
 
 
 def new_run_id() -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    # Sortable to the millisecond, so `runs list` and "the latest run" follow start order.
+    moment = dt.datetime.now(dt.timezone.utc)
+    stamp = moment.strftime("%Y%m%dT%H%M%S") + f"{moment.microsecond // 1000:03d}"
     return f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C, so temporary outputs are cleaned up either way."""
+
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -95,15 +99,22 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def score_dicts(scores: list[TaskScore]) -> list[dict[str, Any]]:
     return [
-        {"task": s.task, "metric": s.metric, "value": s.value, "stderr": s.stderr, "n": s.n,
-         "details": s.details}
+        {
+            "task": s.task,
+            "metric": s.metric,
+            "value": s.value,
+            "stderr": s.stderr,
+            "n": s.n,
+            "details": s.details,
+        }
         for s in scores
     ]
 
 
 class Runner:
-    def __init__(self, session: Session, plan: Plan, reporter: Reporter,
-                 launcher: Launcher | None = None) -> None:
+    def __init__(
+        self, session: Session, plan: Plan, reporter: Reporter, launcher: Launcher | None = None
+    ) -> None:
         self.session = session
         self.plan = plan
         self.reporter = reporter
@@ -127,7 +138,9 @@ class Runner:
             if key == self.plan.model.key:
                 resolved = self.session.resolve_model(self.plan.model.ref)
                 self.manifest["model"].update(
-                    source=resolved.source, path=str(resolved.path), details=resolved.details,
+                    source=resolved.source,
+                    path=str(resolved.path),
+                    details=resolved.details,
                     resolution=self.session.resolution_log.get(self.plan.model.ref, []),
                 )
                 if resolved.identity != self.plan.model.identity:
@@ -185,8 +198,12 @@ class Runner:
             "spec": pipeline.as_dict(),
             "spec_source": pipeline.source,
             "spec_hash": pipeline.spec_hash(),
-            "model": {"ref": self.plan.model.ref, "identity": self.plan.model.identity,
-                      "identified_by": self.plan.model.source, "key": self.plan.model.key},
+            "model": {
+                "ref": self.plan.model.ref,
+                "identity": self.plan.model.identity,
+                "identified_by": self.plan.model.source,
+                "key": self.plan.model.key,
+            },
             "steps": [],
             "environment": self.session.environment(),
             "hardware": self.plan.hardware.as_dict(),
@@ -244,9 +261,16 @@ class Runner:
             cached = self.store.manifest("stages", step.key)
             self.reporter.step_start(step, cached is not None)
             if cached is not None:
-                self._record({**step.describe(), "cached": True, "status": "complete",
-                              "seconds": cached.get("seconds"), "metrics": cached.get("metrics", {}),
-                              "path": str(self.store.path("stages", step.key) / "model")})
+                self._record(
+                    {
+                        **step.describe(),
+                        "cached": True,
+                        "status": "complete",
+                        "seconds": cached.get("seconds"),
+                        "metrics": cached.get("metrics", {}),
+                        "path": str(self.store.path("stages", step.key) / "model"),
+                    }
+                )
                 self.reporter.step_end(step, True, 0.0, cached.get("metrics", {}))
                 self.hook.srlm_stage_end(run=self.info, stage=step, result=None, cached=True)
                 return
@@ -262,8 +286,10 @@ class Runner:
             try:
                 result = self.launcher.launch(stage_type, ctx)
                 if not (output / "config.json").is_file():
-                    raise UserError(f"stage '{step.name}' wrote no model (no config.json)",
-                                    f"stage {step.label}")
+                    raise UserError(
+                        f"stage '{step.name}' wrote no model (no config.json)",
+                        f"stage {step.label}",
+                    )
             except (UserError, KeyboardInterrupt):
                 self.store.discard(tmp)
                 raise
@@ -271,12 +297,24 @@ class Runner:
                 self.store.discard(tmp)
                 raise self._failure(f"stage {step.label}", exc) from exc
             seconds = round(time.perf_counter() - started, 2)
-            manifest = {**step.describe(), "metrics": result.metrics, "seconds": seconds,
-                        "finished": now(), "environment": self.manifest["environment"]}
+            manifest = {
+                **step.describe(),
+                "metrics": result.metrics,
+                "seconds": seconds,
+                "finished": now(),
+                "environment": self.manifest["environment"],
+            }
             self.store.commit("stages", step.key, tmp, manifest)
-        self._record({**step.describe(), "cached": False, "status": "complete",
-                      "seconds": seconds, "metrics": result.metrics,
-                      "path": str(self.store.path("stages", step.key) / "model")})
+        self._record(
+            {
+                **step.describe(),
+                "cached": False,
+                "status": "complete",
+                "seconds": seconds,
+                "metrics": result.metrics,
+                "path": str(self.store.path("stages", step.key) / "model"),
+            }
+        )
         self.reporter.step_end(step, False, seconds, result.metrics)
         self.hook.srlm_stage_end(run=self.info, stage=step, result=result, cached=False)
 
@@ -288,8 +326,16 @@ class Runner:
             if cached is None:
                 model = self.model_dir(step.model_key)
                 tmp = self.store.begin("evals")
-                request = EvalRequest(model, step.tasks, tmp, step.limit, step.seed,
-                                      self.plan.hardware, dict(step.options), self.reporter.info)
+                request = EvalRequest(
+                    model,
+                    step.tasks,
+                    tmp,
+                    step.limit,
+                    step.seed,
+                    self.plan.hardware,
+                    dict(step.options),
+                    self.reporter.info,
+                )
                 self.hook.srlm_eval_start(run=self.info, step=step)
                 started = time.perf_counter()
                 try:
@@ -302,18 +348,28 @@ class Runner:
                     raise self._failure(f"evaluation '{step.label}'", exc) from exc
                 seconds = round(time.perf_counter() - started, 2)
                 files = _relative_files(result.files, tmp)
-                cached = {**step.describe(), "scores": score_dicts(result.scores),
-                          "provenance": result.provenance, "files": files, "seconds": seconds,
-                          "finished": now()}
+                cached = {
+                    **step.describe(),
+                    "scores": score_dicts(result.scores),
+                    "provenance": result.provenance,
+                    "files": files,
+                    "seconds": seconds,
+                    "finished": now(),
+                }
                 self.store.commit("evals", step.key, tmp, cached)
                 was_cached = False
             else:
                 seconds, was_cached = 0.0, True
         folder = self.store.path("evals", step.key)
-        entry = {**step.describe(), "cached": was_cached, "status": "complete",
-                 "seconds": cached.get("seconds"), "scores": cached["scores"],
-                 "provenance": cached.get("provenance", {}),
-                 "files": _absolute_files(cached.get("files", {}), folder)}
+        entry = {
+            **step.describe(),
+            "cached": was_cached,
+            "status": "complete",
+            "seconds": cached.get("seconds"),
+            "scores": cached["scores"],
+            "provenance": cached.get("provenance", {}),
+            "files": _absolute_files(cached.get("files", {}), folder),
+        }
         self._record(entry)
         result = EvalResult(
             [TaskScore(**s) for s in cached["scores"]], entry["provenance"], entry["files"]

@@ -15,8 +15,20 @@ from srlm_harness.plugins import Plugins, load_plugins
 from srlm_harness.registry import Registry
 from srlm_harness.store import Store
 
-LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "lm_eval",
-             "evaluate", "math-verify", "reasoning_gym", "pluggy", "pydantic")
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "lm_eval",
+    "evaluate",
+    "math-verify",
+    "reasoning_gym",
+    "pluggy",
+    "pydantic",
+)
 
 
 def library_versions() -> dict[str, str]:
@@ -39,8 +51,13 @@ class Session:
     resolution_log: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, extra: tuple[str, ...] | list[str] = (), disable: tuple[str, ...] | list[str] = (),
-             store: str | Path | None = None, plugins: Plugins | None = None) -> Session:
+    def load(
+        cls,
+        extra: tuple[str, ...] | list[str] = (),
+        disable: tuple[str, ...] | list[str] = (),
+        store: str | Path | None = None,
+        plugins: Plugins | None = None,
+    ) -> Session:
         """Load plugins (unless already loaded) and open the store."""
         plugins = plugins or load_plugins(extra, disable)
         return cls(plugins, Registry(plugins), Store(store))

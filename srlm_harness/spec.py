@@ -71,13 +71,16 @@ def locate(where: Where, path: tuple[Any, ...], default: str) -> str:
 # --------------------------------------------------------------------------- the spec schema
 
 
+When = Literal["base", "each", "end"]
+
+
 class EvaluateSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tasks: list[str] = Field(default_factory=list, description="task names")
     limit: int | None = Field(None, ge=1, description="samples per task (marks results partial)")
-    after: list[Literal["base", "each", "end"]] = Field(
-        default_factory=lambda: ["base", "end"],
+    after: list[When] = Field(
+        default_factory=lambda: list[When](["base", "end"]),
         description="when to evaluate: the base model, after each stage, after the last",
     )
     options: dict[str, Any] = Field(default_factory=dict, description="evaluator options")
@@ -209,14 +212,17 @@ def apply_overrides(raw: dict[str, Any], where: Where, overrides: list[str]) -> 
                     entry[head] = entry[head] or {}
                     targets.append((("stages", i, head), entry[head]))
             if not targets:
-                names = [next(iter(_stage_entry(s, ("stages", i), where))) for i, s in enumerate(stages)]
+                names = [
+                    next(iter(_stage_entry(s, ("stages", i), where))) for i, s in enumerate(stages)
+                ]
                 choices = list(SpecModel.model_fields) + names
                 close = difflib.get_close_matches(head, choices, n=3)
-                hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else (
-                    f"start with a top-level key or a stage of this pipeline: {', '.join(choices)}"
+                hint = (
+                    f"did you mean {', '.join(repr(c) for c in close)}?"
+                    if close
+                    else f"start with a top-level key or a stage: {', '.join(choices)}"
                 )
                 raise UserError(f"override '{head}' matches no key and no stage", flag, hint)
-            rest = rest
         if not rest:
             raise UserError("an override needs a key after the stage name", flag)
         for prefix, target in targets:
@@ -248,8 +254,13 @@ def _stage_entry(item: Any, path: tuple[Any, ...], where: Where) -> dict[str, An
 # --------------------------------------------------------------------------- validation
 
 
-def _pydantic_error(exc: ValidationError, where: Where, prefix: tuple[Any, ...], default: str,
-                    model: type[BaseModel] | None = None) -> UserError:
+def _pydantic_error(
+    exc: ValidationError,
+    where: Where,
+    prefix: tuple[Any, ...],
+    default: str,
+    model: type[BaseModel] | None = None,
+) -> UserError:
     err = exc.errors()[0]
     loc = tuple(err["loc"])
     path = (*prefix, *loc)
@@ -258,8 +269,10 @@ def _pydantic_error(exc: ValidationError, where: Where, prefix: tuple[Any, ...],
     if err["type"] == "extra_forbidden":
         fields = list(model.model_fields) if model is not None and len(loc) == 1 else []
         close = difflib.get_close_matches(str(loc[-1]), fields, n=3)
-        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else (
-            f"known keys: {', '.join(fields)}" if fields else None
+        hint = (
+            f"did you mean {', '.join(repr(c) for c in close)}?"
+            if close
+            else (f"known keys: {', '.join(fields)}" if fields else None)
         )
         return UserError(f"unknown key '{key}'", location, hint)
     if err["type"] == "missing":
@@ -292,9 +305,7 @@ def validate(raw: Any, where: Where, registry: Registry, source: str) -> Pipelin
         try:
             config = stage_type.config.model_validate(options)
         except ValidationError as exc:
-            raise _pydantic_error(
-                exc, where, ("stages", i, name), loc, stage_type.config
-            ) from None
+            raise _pydantic_error(exc, where, ("stages", i, name), loc, stage_type.config) from None
         stages.append(StageSpec(i, name, stage_type, config, loc))
 
     tasks: list[Task] = []
@@ -329,7 +340,9 @@ def resolve_tasks(names: list[str], registry: Registry, where: str) -> list[Task
         else:
             unregistered.append(name)
     if unregistered:
-        evaluator = registry.evaluators.get("lm-eval", where) if "lm-eval" in registry.evaluators else None
+        evaluator = (
+            registry.evaluators.get("lm-eval", where) if "lm-eval" in registry.evaluators else None
+        )
         check = getattr(evaluator, "check_tasks", None)
         if check is None:
             # Without an evaluator that knows more names, only registered tasks exist.
@@ -355,7 +368,9 @@ def load_pipeline(
         if raw is None:
             raise UserError("the spec file is empty", f"{spec_file}:1")
         if not isinstance(raw, dict):
-            raise UserError("a pipeline spec is a mapping (name, model, stages, ...)", f"{spec_file}:1")
+            raise UserError(
+                "a pipeline spec is a mapping (name, model, stages, ...)", f"{spec_file}:1"
+            )
         source = spec_file
         if model is not None:
             raw["model"], where[("model",)] = model, "--model"

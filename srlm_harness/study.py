@@ -76,13 +76,22 @@ def expand_pipelines(spec: StudyModel, where: Where, source: str) -> dict[str, l
             if stage not in spec.stages:
                 path = ("pipelines", name, i) if name in spec.pipelines else ("grid",)
                 known = ", ".join(spec.stages) or "none"
-                raise UserError(f"pipeline '{name}' uses stage '{stage}', which 'stages' does "
-                                f"not define", locate(where, path, source), f"defined: {known}")
+                raise UserError(
+                    f"pipeline '{name}' uses stage '{stage}', which 'stages' does not define",
+                    locate(where, path, source),
+                    f"defined: {known}",
+                )
     return pipelines
 
 
-def load_study(path: str, registry: Any, hardware_for: Any, store: Any,
-               plugin_versions: dict[str, str], overrides: list[str] | tuple[str, ...] = ()) -> Study:
+def load_study(
+    path: str,
+    registry: Any,
+    hardware_for: Any,
+    store: Any,
+    plugin_versions: dict[str, str],
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Study:
     raw, where = load_yaml(Path(path))
     if not isinstance(raw, dict):
         raise UserError("a study spec is a mapping (name, models, pipelines, ...)", f"{path}:1")
@@ -104,7 +113,8 @@ def load_study(path: str, registry: Any, hardware_for: Any, store: Any,
                 pipe_where[("stages", i)] = locate(where, ("stages", stage_name), path)
                 for key in options:
                     pipe_where[("stages", i, stage_type, key)] = locate(
-                        where, ("stages", stage_name, key), path)
+                        where, ("stages", stage_name, key), path
+                    )
             pipe_raw = {
                 "name": pipe_name,
                 "model": model,
@@ -118,7 +128,8 @@ def load_study(path: str, registry: Any, hardware_for: Any, store: Any,
 
             apply_overrides(pipe_raw, pipe_where, list(overrides))
             pipeline = validate(pipe_raw, pipe_where, registry, path)
-            plan = make_plan(pipeline, registry, hardware_for(pipeline.hardware), store,
-                             plugin_versions)
+            plan = make_plan(
+                pipeline, registry, hardware_for(pipeline.hardware), store, plugin_versions
+            )
             study.plans.append(plan)
     return study

@@ -33,16 +33,24 @@ def show_tree(study: Any) -> dict[str, int]:
             parent = nodes[step.key]
         parent.add(f"[green]→ {plan.pipeline.name}[/]")
     console.print(root)
-    console.print(f"  {counts['pipelines']} pipelines, {counts['unique_stages']} unique stages, "
-                  f"{counts['cached']} already cached")
+    console.print(
+        f"  {counts['pipelines']} pipelines, {counts['unique_stages']} unique stages, "
+        f"{counts['cached']} already cached"
+    )
     return counts
 
 
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Show the tree of steps and stop.")
-@click.option("-o", "--override", "overrides", multiple=True, metavar="PATH=VALUE",
-              help="Override a key in every pipeline, e.g. grpo.max_steps=10.")
+@click.option(
+    "-o",
+    "--override",
+    "overrides",
+    multiple=True,
+    metavar="PATH=VALUE",
+    help="Override a key in every pipeline, e.g. grpo.max_steps=10.",
+)
 @click.pass_obj
 def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> None:
     """Run a study: models x pipelines, every shared prefix trained once, then a report
@@ -56,8 +64,9 @@ def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> N
 
     session = state.session
     state.require_healthy()
-    study_obj = load_study(spec, session.registry, hardware.detect, session.store,
-                           session.plugin_versions(), overrides)
+    study_obj = load_study(
+        spec, session.registry, hardware.detect, session.store, session.plugin_versions(), overrides
+    )
     counts = show_tree(study_obj)
     if dry_run:
         return

@@ -29,13 +29,25 @@ def build_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[dict[str,
         cells = {}
         for task in tasks:
             value, base = r["final"].get(task), r["base"].get(task)
-            cells[task] = {"value": value, "delta": None if value is None or base is None
-                           else value - base, "best": False}
-        rows.append({"model": r["model"], "pipeline": r["pipeline"], "run_id": r["run_id"],
-                     "partial": r["partial"], "cells": cells})
+            cells[task] = {
+                "value": value,
+                "delta": None if value is None or base is None else value - base,
+                "best": False,
+            }
+        rows.append(
+            {
+                "model": r["model"],
+                "pipeline": r["pipeline"],
+                "run_id": r["run_id"],
+                "partial": r["partial"],
+                "cells": cells,
+            }
+        )
     for model in {r["model"] for r in rows}:
         for task in tasks:
-            mine = [r for r in rows if r["model"] == model and r["cells"][task]["value"] is not None]
+            mine = [
+                r for r in rows if r["model"] == model and r["cells"][task]["value"] is not None
+            ]
             if mine:
                 top = max(r["cells"][task]["value"] for r in mine)
                 for r in mine:
@@ -52,13 +64,23 @@ def _cell(cell: dict[str, Any]) -> str:
     return f"**{text}**" if cell["best"] else text
 
 
-def markdown(name: str, tasks: list[str], rows: list[dict[str, Any]], counts: dict[str, int],
-             plot: str | None) -> str:
-    lines = [f"# Study: {name}", "",
-             f"{counts['pipelines']} pipelines, {counts['unique_stages']} unique stages "
-             f"({counts['executed']} trained in this run, the rest from the cache).", "",
-             "Scores in %, change from each model's base in parentheses; the best per model "
-             "and task in bold.", ""]
+def markdown(
+    name: str,
+    tasks: list[str],
+    rows: list[dict[str, Any]],
+    counts: dict[str, int],
+    plot: str | None,
+) -> str:
+    lines = [
+        f"# Study: {name}",
+        "",
+        f"{counts['pipelines']} pipelines, {counts['unique_stages']} unique stages "
+        f"({counts['executed']} trained in this run, the rest from the cache).",
+        "",
+        "Scores in %, change from each model's base in parentheses; the best per model "
+        "and task in bold.",
+        "",
+    ]
     lines.append("| model | pipeline | " + " | ".join(tasks) + " | run |")
     lines.append("|---|---|" + "---:|" * len(tasks) + "---|")
     for r in rows:
@@ -79,8 +101,9 @@ def plot_png(path: Path, tasks: list[str], rows: list[dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(len(models), 1, figsize=(max(6, 1.1 * len(rows)), 3.2 * len(models)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(models), 1, figsize=(max(6, 1.1 * len(rows)), 3.2 * len(models)), squeeze=False
+    )
     width = 0.8 / max(1, len(tasks))
     for ax, model in zip(axes[:, 0], models, strict=True):
         mine = [r for r in rows if r["model"] == model]
@@ -100,8 +123,9 @@ def plot_png(path: Path, tasks: list[str], rows: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def write_report(folder: Path, name: str, results: list[dict[str, Any]],
-                 counts: dict[str, int]) -> dict[str, Path]:
+def write_report(
+    folder: Path, name: str, results: list[dict[str, Any]], counts: dict[str, int]
+) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     tasks, rows = build_rows(results)
     plot = folder / "scores.png"
@@ -118,6 +142,14 @@ def load_results(store: Any, run_ids: list[tuple[str, str, str]]) -> list[dict[s
     for model, pipeline, run_id in run_ids:
         manifest = store.run_manifest(run_id)
         final, base, partial = final_and_base(manifest)
-        results.append({"model": model, "pipeline": pipeline, "run_id": run_id,
-                        "final": final, "base": base, "partial": partial})
+        results.append(
+            {
+                "model": model,
+                "pipeline": pipeline,
+                "run_id": run_id,
+                "final": final,
+                "base": base,
+                "partial": partial,
+            }
+        )
     return results

@@ -30,7 +30,9 @@ def synthetic_corpus(n: int = 400, seed: int = 0) -> list[str]:
         a, b = rng.randint(0, 99), rng.randint(0, 99)
         who, what = rng.choice(names), rng.choice(things)
         lines.append(f"Question: {who} has {a} {what} and gets {b} more. How many {what}?")
-        lines.append(f"Answer: {a} + {b} = {a + b}. <think>step</think> \\boxed{{{a + b}}} #### {a + b}")
+        lines.append(
+            f"Answer: {a} + {b} = {a + b}. <think>step</think> \\boxed{{{a + b}}} #### {a + b}"
+        )
     lines.append("".join(chr(c) for c in range(32, 127)))
     return lines
 

@@ -14,8 +14,9 @@ from srlm_harness.console import RichReporter, console, fmt_delta, fmt_score
 def show_plan(plan: Any, store: Any) -> None:
     pipeline = plan.pipeline
     console.print(f"[bold]{pipeline.name}[/]  [dim]({pipeline.source})[/]")
-    console.print(f"  model     {plan.model.ref}  [dim]{plan.model.identity[:40]} "
-                  f"via {plan.model.source}[/]")
+    console.print(
+        f"  model     {plan.model.ref}  [dim]{plan.model.identity[:40]} via {plan.model.source}[/]"
+    )
     console.print(f"  hardware  {plan.hardware.summary()}")
     for key, reason in plan.hardware.reasons.items():
         console.print(f"            [dim]{key}: {reason}[/]")
@@ -29,7 +30,9 @@ def show_plan(plan: Any, store: Any) -> None:
             what = ", ".join(f"{k}={v}" for k, v in config.items()) or "defaults"
             name = f"stage {step.label}"
         else:
-            what = ", ".join(t.name for t in step.tasks) + (f" (limit {step.limit})" if step.limit else "")
+            what = ", ".join(t.name for t in step.tasks) + (
+                f" (limit {step.limit})" if step.limit else ""
+            )
             name = f"eval {step.label}"
         state = "[cyan]cached[/]" if step.cached else "[yellow]to run[/]"
         table.add_row(str(i), name, what, step.key[:12], state)
@@ -50,8 +53,10 @@ def execute_and_report(session: Any, plan: Any, run_id: str | None) -> dict[str,
         console.print(table)
     if plan.pipeline.publish:
         publish_from_spec(session, manifest, plan.pipeline.publish)
-    console.print(f"[bold green]run {manifest['run_id']} complete[/] in "
-                  f"{time.perf_counter() - started:.1f}s  [dim]{runner.run_dir}[/]")
+    console.print(
+        f"[bold green]run {manifest['run_id']} complete[/] in "
+        f"{time.perf_counter() - started:.1f}s  [dim]{runner.run_dir}[/]"
+    )
     return manifest
 
 
@@ -62,8 +67,9 @@ def publish_from_spec(session: Any, manifest: dict[str, Any], publish: Any) -> N
     publisher = "folder" if isinstance(publish, str) else publish.get("publisher", "folder")
     if not target:
         raise UserError("'publish' needs a target folder", "publish")
-    location = publish_run(manifest, target, publisher=publisher, registry=session.registry,
-                           store=session.store)
+    location = publish_run(
+        manifest, target, publisher=publisher, registry=session.registry, store=session.store
+    )
     console.print(f"  leaderboard entry written: [bold]{location}[/]")
 
 
@@ -84,7 +90,11 @@ def _schema_rows(model: Any) -> list[tuple[str, str, str, str]]:
     for name, field in model.model_fields.items():
         annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
         annotation = annotation.replace("typing.", "")
-        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        default = (
+            "required"
+            if field.is_required()
+            else repr(field.get_default(call_default_factory=True))
+        )
         rows.append((name, annotation, default, field.description or ""))
     return rows
 
@@ -132,17 +142,22 @@ def show_runs(store: Any) -> None:
         evals = [s for s in m.get("steps", []) if s.get("kind") == "eval"]
         final = evals[-1]["scores"] if evals else []
         scores = ", ".join(f"{s['task']} {fmt_score(s['value'])}" for s in final)
-        table.add_row(run_id, m.get("name", ""), m.get("status", "?"),
-                      str(len(m.get("steps", []))), scores)
+        table.add_row(
+            run_id, m.get("name", ""), m.get("status", "?"), str(len(m.get("steps", []))), scores
+        )
     console.print(table)
 
 
 def show_run(manifest: dict[str, Any]) -> None:
-    console.print(f"[bold]{manifest['run_id']}[/] {manifest.get('name', '')} — "
-                  f"{manifest.get('status')}  [dim]{manifest.get('started')} → "
-                  f"{manifest.get('finished')}[/]")
+    console.print(
+        f"[bold]{manifest['run_id']}[/] {manifest.get('name', '')} — "
+        f"{manifest.get('status')}  [dim]{manifest.get('started')} → "
+        f"{manifest.get('finished')}[/]"
+    )
     model = manifest.get("model", {})
-    console.print(f"  model {model.get('ref')} via {model.get('source', model.get('identified_by'))}")
+    console.print(
+        f"  model {model.get('ref')} via {model.get('source', model.get('identified_by'))}"
+    )
     hw = manifest.get("hardware", {})
     console.print(f"  hardware {hw.get('device')} {hw.get('dtype')} {hw.get('threads')} threads")
     table = Table(title_justify="left")
@@ -152,10 +167,12 @@ def show_run(manifest: dict[str, Any]) -> None:
     for step in manifest.get("steps", []):
         if step.get("kind") == "stage":
             metrics = step.get("metrics", {})
-            result = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()
-                               if isinstance(v, int | float))[:80]
-            table.add_row(f"stage {step['label']}", str(step.get("cached")),
-                          str(step.get("seconds")), result)
+            result = ", ".join(
+                f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, int | float)
+            )[:80]
+            table.add_row(
+                f"stage {step['label']}", str(step.get("cached")), str(step.get("seconds")), result
+            )
         else:
             values = {s["task"]: s["value"] for s in step.get("scores", [])}
             if step.get("label") == "base":
@@ -164,8 +181,9 @@ def show_run(manifest: dict[str, Any]) -> None:
                 f"{t} {fmt_score(v)}{fmt_delta(v, base.get(t)) if step['label'] != 'base' else ''}"
                 for t, v in values.items()
             )
-            table.add_row(f"eval {step['label']}", str(step.get("cached")),
-                          str(step.get("seconds")), result)
+            table.add_row(
+                f"eval {step['label']}", str(step.get("cached")), str(step.get("seconds")), result
+            )
     console.print(table)
     if manifest.get("error"):
         console.print(f"  [red]error:[/] {manifest['error']}")
