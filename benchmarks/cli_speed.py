@@ -46,8 +46,10 @@ def main() -> None:
         times = wall([exe, *argv], args.repeat)
         median = statistics.median(times)
         verdict = "OK" if median < target else "SLOW"
-        print(f"srlm-harness {' '.join(argv):8s} median {median:.3f}s  best {min(times):.3f}s  "
-              f"target < {target}s  {verdict}  heavy imports: {heavy_imports(argv) or 'none'}")
+        print(
+            f"srlm-harness {' '.join(argv):8s} median {median:.3f}s  best {min(times):.3f}s  "
+            f"target < {target}s  {verdict}  heavy imports: {heavy_imports(argv) or 'none'}"
+        )
 
 
 if __name__ == "__main__":

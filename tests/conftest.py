@@ -57,8 +57,10 @@ FIXTURE_PLUGINS = Path(__file__).resolve().parent / "fixture_plugins"
 def fixture_plugins(monkeypatch: pytest.MonkeyPatch) -> Path:
     """Make the test plugins in tests/fixture_plugins importable (for --plugin NAME)."""
     monkeypatch.syspath_prepend(str(FIXTURE_PLUGINS))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(FIXTURE_PLUGINS), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        os.pathsep.join([str(FIXTURE_PLUGINS), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
     return FIXTURE_PLUGINS
 
 

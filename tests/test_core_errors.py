@@ -47,7 +47,9 @@ def test_unknown_stage_key_names_line_and_key(spec_dir, harness, tiny_model_dir,
     spec = spec_dir / "p.yaml"
     spec.write_text(f"model: {tiny_model_dir}\nstages:\n  - scale:\n      facter: 2\n")
     line = one_line_error(*harness(*PLUGIN, "run", spec)[::2])
-    assert f"{spec}:4" in line and "unknown key 'facter'" in line and "did you mean 'factor'" in line
+    assert (
+        f"{spec}:4" in line and "unknown key 'facter'" in line and "did you mean 'factor'" in line
+    )
 
 
 def test_wrong_type_names_line_key_and_value(spec_dir, harness, tiny_model_dir, store):
@@ -58,8 +60,9 @@ def test_wrong_type_names_line_key_and_value(spec_dir, harness, tiny_model_dir, 
 
 
 def test_wrong_type_from_an_override_names_the_flag(spec_dir, harness, tiny_model_dir):
-    code, _, err = harness(*PLUGIN, "plan", "--model", tiny_model_dir, "--stage", "scale",
-                           "-o", "scale.factor=lots")
+    code, _, err = harness(
+        *PLUGIN, "plan", "--model", tiny_model_dir, "--stage", "scale", "-o", "scale.factor=lots"
+    )
     line = one_line_error(code, err)
     assert "-o scale.factor=lots" in line
 
@@ -87,8 +90,9 @@ def test_missing_spec_file(spec_dir, harness):
 
 
 def test_missing_model_directory(spec_dir, harness):
-    line = one_line_error(*harness(*PLUGIN, "plan", "--model", spec_dir / "no-such-model",
-                                   "--stage", "scale")[::2])
+    line = one_line_error(
+        *harness(*PLUGIN, "plan", "--model", spec_dir / "no-such-model", "--stage", "scale")[::2]
+    )
     assert "no-such-model" in line
 
 
@@ -98,15 +102,26 @@ def test_plugin_whose_import_fails(spec_dir, harness, tiny_model_dir, store):
     assert code == 0 and "scale" in out
     assert "plugin 'broken_import'" in err and "ImportError" in err
     # ...but a run refuses to start with it, saying which plugin and how to proceed.
-    code, _, err = harness("--plugin", "broken_import", *PLUGIN, "run", "--model",
-                           tiny_model_dir, "--stage", "scale")
+    code, _, err = harness(
+        "--plugin", "broken_import", *PLUGIN, "run", "--model", tiny_model_dir, "--stage", "scale"
+    )
     assert code == 2
     assert err.strip().splitlines()[-1].startswith("error: ")
     assert "broken_import" in err.strip().splitlines()[-1]
     nothing_written(store)
     # Leaving it out works.
-    code, _, err = harness("--plugin", "broken_import", "--disable", "broken_import", *PLUGIN,
-                           "plan", "--model", tiny_model_dir, "--stage", "scale")
+    code, _, err = harness(
+        "--plugin",
+        "broken_import",
+        "--disable",
+        "broken_import",
+        *PLUGIN,
+        "plan",
+        "--model",
+        tiny_model_dir,
+        "--stage",
+        "scale",
+    )
     assert code == 0, err
 
 
@@ -114,8 +129,9 @@ def test_hook_that_raises(spec_dir, harness, tiny_model_dir):
     code, out, err = harness("--plugin", "raising_hook", *PLUGIN, "stages")
     assert code == 0 and "scale" in out
     assert "raising_hook" in err and "config file missing" in err
-    code, _, err = harness("--plugin", "raising_hook", *PLUGIN, "plan", "--model",
-                           tiny_model_dir, "--stage", "scale")
+    code, _, err = harness(
+        "--plugin", "raising_hook", *PLUGIN, "plan", "--model", tiny_model_dir, "--stage", "scale"
+    )
     assert code == 2 and "raising_hook" in err.strip().splitlines()[-1]
 
 
@@ -125,8 +141,9 @@ def test_misspelled_hook_is_caught_at_start_up(fixture_plugins, harness):
 
 
 def test_same_name_from_two_plugins_names_both(spec_dir, harness, tiny_model_dir):
-    code, _, err = harness(*PLUGIN, "--plugin", "clash_plugin", "plan", "--model",
-                           tiny_model_dir, "--stage", "scale")
+    code, _, err = harness(
+        *PLUGIN, "--plugin", "clash_plugin", "plan", "--model", tiny_model_dir, "--stage", "scale"
+    )
     line = one_line_error(code, err)
     assert "'demo_plugin'" in line and "'clash_plugin'" in line
 

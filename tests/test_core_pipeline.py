@@ -23,7 +23,10 @@ def write_spec(path: Path, model: Path, factor: float = 2.0, steps: int = 3, **e
         "model": str(model),
         "seed": 0,
         "evaluate": {"tasks": ["weights"], "after": ["base", "each"]},
-        "stages": [{"scale": {"factor": factor, "dataset": "counting"}}, {"steps": {"steps": steps}}],
+        "stages": [
+            {"scale": {"factor": factor, "dataset": "counting"}},
+            {"steps": {"steps": steps}},
+        ],
         **extra,
     }
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -52,9 +55,13 @@ def test_run_twice_is_all_cache_hits_and_a_changed_stage_reruns_only_what_follow
     manifest = json.loads((runs[-1] / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     kinds = [(s["kind"], s["label"], s["cached"]) for s in manifest["steps"]]
-    assert kinds == [("eval", "base", False), ("stage", "1:scale", False),
-                     ("eval", "1:scale", False), ("stage", "2:steps", False),
-                     ("eval", "2:steps", False)]
+    assert kinds == [
+        ("eval", "base", False),
+        ("stage", "1:scale", False),
+        ("eval", "1:scale", False),
+        ("stage", "2:steps", False),
+        ("eval", "2:steps", False),
+    ]
     assert manifest["environment"]["libraries"]["torch"]
     assert manifest["hardware"]["dtype"] == "float32"
     stage_model = Path(manifest["steps"][1]["path"])
@@ -68,7 +75,9 @@ def test_run_twice_is_all_cache_hits_and_a_changed_stage_reruns_only_what_follow
     assert stage_log(env) == ["scale", "2.0", "steps", "3"]  # nothing executed again
     manifest2 = json.loads((sorted((store / "runs").iterdir())[-1] / "manifest.json").read_text())
     assert all(s["cached"] for s in manifest2["steps"])
-    assert [s.get("scores") for s in manifest2["steps"]] == [s.get("scores") for s in manifest["steps"]]
+    assert [s.get("scores") for s in manifest2["steps"]] == [
+        s.get("scores") for s in manifest["steps"]
+    ]
 
     # Change the second stage: the first stage and the base evaluation stay cached.
     write_spec(spec, tiny_model_dir, steps=4)
@@ -90,8 +99,20 @@ def test_plan_shows_keys_and_cache_state(env, harness, tiny_model_dir):
 
 
 def test_composition_from_flags_with_overrides(env, harness, tiny_model_dir, store):
-    code, out, err = harness(*PLUGIN, "run", "--model", tiny_model_dir, "--stage", "scale",
-                             "--eval", "weights", "-o", "scale.factor=0.001", "-o", "seed=3")
+    code, out, err = harness(
+        *PLUGIN,
+        "run",
+        "--model",
+        tiny_model_dir,
+        "--stage",
+        "scale",
+        "--eval",
+        "weights",
+        "-o",
+        "scale.factor=0.001",
+        "-o",
+        "seed=3",
+    )
     assert code == 0, err
     manifest = json.loads(next((store / "runs").glob("*/manifest.json")).read_text())
     assert manifest["spec"]["seed"] == 3
@@ -139,8 +160,9 @@ def test_kill_9_during_a_stage_then_run_again_resumes(env, tiny_model_dir, store
         f"model: {tiny_model_dir}\nstages:\n  - steps: {{steps: 12, seconds_per_step: 0.4}}\n"
     )
     cmd = [sys.executable, "-m", "srlm_harness", "--plugin", "demo_plugin", "run", str(spec)]
-    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list(store.glob("work/*/checkpoints/step-*"))) < 3:
         time.sleep(0.1)

@@ -59,7 +59,9 @@ def test_study_trains_each_unique_stage_once_and_reports(study_spec, harness, st
     assert rows["shrink"]["value"] == 0.0 and rows["shrink"]["delta"] < 0
     assert rows["base"]["delta"] == 0.0
     best = [name for name, cell in rows.items() if cell["best"]]
-    assert best and all(rows[name]["value"] == max(c["value"] for c in rows.values()) for name in best)
+    assert best and all(
+        rows[name]["value"] == max(c["value"] for c in rows.values()) for name in best
+    )
 
     code, out, err = harness(*PLUGIN, "plan", study_spec)
     assert "11 unique stages, 11 already cached" in out
@@ -73,6 +75,8 @@ def test_study_errors_point_at_the_stage_definition(study_spec, harness):
     study_spec.write_text(text)
     code, _, err = harness(*PLUGIN, "study", study_spec)
     assert code == 2 and f"{study_spec}:6" in err and "key 'factor'" in err
-    study_spec.write_text(text.replace("[null, steps]", "[null, stepz]").replace("factor: half", "factor: 0.5"))
+    study_spec.write_text(
+        text.replace("[null, steps]", "[null, stepz]").replace("factor: half", "factor: 0.5")
+    )
     code, _, err = harness(*PLUGIN, "study", study_spec)
     assert code == 2 and "uses stage 'stepz'" in err

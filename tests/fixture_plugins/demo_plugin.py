@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import time
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +27,7 @@ from srlm_harness.api import (
     UserError,
 )
 from srlm_harness.hookspecs import hookimpl
+
 
 #: Every stage execution appends a line here when SRLM_TEST_STAGE_LOG is set, so tests can
 #: count what really ran.
@@ -114,25 +114,37 @@ def evaluate_weights(request):  # type: ignore[no-untyped-def]
 
 
 def fingerprint(tasks, options):  # type: ignore[no-untyped-def]
-    return hashlib.sha256(json.dumps([[t.name for t in tasks], options], sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps([[t.name for t in tasks], options], sort_keys=True).encode()
+    ).hexdigest()
 
 
 @hookimpl
 def srlm_register_stages(register):  # type: ignore[no-untyped-def]
     from srlm_harness.api import StageType
 
-    register(StageType(
-        "scale", ScaleConfig, run_scale, "multiply weights by a factor",
-        references=lambda c: [Reference("dataset", c.dataset)] if c.dataset else [],
-    ))
+    register(
+        StageType(
+            "scale",
+            ScaleConfig,
+            run_scale,
+            "multiply weights by a factor",
+            references=lambda c: [Reference("dataset", c.dataset)] if c.dataset else [],
+        )
+    )
     register(StageType("steps", StepsConfig, run_steps, "checkpointed steps (for resume tests)"))
 
 
 @hookimpl
 def srlm_register_datasets(register):  # type: ignore[no-untyped-def]
-    register(DatasetSource("counting", load_counting,
-                           lambda options, split: f"counting:{options.get('n', 20)}:{split}",
-                           "numbers"))
+    register(
+        DatasetSource(
+            "counting",
+            load_counting,
+            lambda options, split: f"counting:{options.get('n', 20)}:{split}",
+            "numbers",
+        )
+    )
 
 
 @hookimpl
