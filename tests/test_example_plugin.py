@@ -172,3 +172,18 @@ def test_arith_tiny_task_loads_in_lm_eval(registry: Registry) -> None:
     assert len(docs) == len(shipped) == 20
     assert docs[0] == json.loads(shipped[0])
     assert loaded.doc_to_text(docs[0]).endswith("Reply with the number only.")
+
+
+def test_a_pipeline_runs_the_installed_stage(installed: Path, tiny_model_dir: Path,
+                                             tmp_path: Path) -> None:
+    store = tmp_path / "runs"
+    done = cli(installed, "--store", str(store), "run", "--model", str(tiny_model_dir),
+               "--stage", "prune", "-o", "prune.sparsity=0.5")
+    assert done.returncode == 0, done.stderr
+    [manifest_file] = store.glob("runs/*/manifest.json")
+    manifest = json.loads(manifest_file.read_text())
+    [step] = manifest["steps"]
+    assert step["name"] == "prune" and step["plugin"] == "example"
+    assert manifest["environment"]["plugins"]["example"] == "0.1.0"
+    assert step["metrics"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert (Path(step["path"]) / "config.json").is_file()
