@@ -74,7 +74,8 @@ class StageContext:
     work_dir: Path
     load_dataset: Callable[[Mapping[str, Any]], list[dict[str, Any]]]
     resolve_model: Callable[[str], Path]
-    reward: Callable[[str], RewardFunction]
+    #: ``reward(name)`` -> the registered ``Reward`` (its ``function`` and ``columns``).
+    reward: Callable[[str], Reward]
     #: ``progress(done, total, description)`` drives the stage's progress bar.
     progress: Callable[[int, int, str], None]
     log: Callable[[str], None]

@@ -176,7 +176,7 @@ class Runner:
             work_dir=work / "scratch",
             load_dataset=self.load_dataset,
             resolve_model=lambda ref: self.session.resolve_model(ref).path,
-            reward=lambda name: registry.rewards.get(name, where=f"stage {step.label}").function,
+            reward=lambda name: registry.rewards.get(name, where=f"stage {step.label}"),
             progress=self.reporter.progress,
             log=self.reporter.info,
             stage_name=step.name,
