@@ -1,0 +1,206 @@
+"""How fast is the ``sft`` stage on this machine, against plain TRL scripts?
+
+Three runs on the same model, data and number of optimizer steps, each in a fresh process:
+
+  (a) ``trl-defaults``: a plain TRL script that takes TRL's defaults (bf16 mixed precision,
+      gradient checkpointing, ...), as a user copying the TRL docs would write it, plus the
+      ``use_cpu=True`` without which TRL's defaults refuse to start on a CPU;
+  (b) ``hand-tuned``: a TRL script tuned by hand for the machine (fp32, no checkpointing,
+      length-grouped batches);
+  (c) ``harness``: the harness's ``sft`` stage, run through a StageContext, with the
+      defaults it derives from ``srlm_harness.hardware.detect()``;
+  (d) ``hand-tuned-bf16`` (only with ``--only``): (b) with bf16 autocast, to check the
+      precision choice on CPUs with AVX512-BF16 but no AMX.
+
+The model is a randomly initialised Qwen2 (hidden 384, 8 layers: ~17M parameters) with a
+byte-level BPE tokenizer trained on the spot; the data is the first GSM8K training problems
+(question -> worked solution) when the shared files exist, else synthetic arithmetic.
+Wall time covers loading, data preparation, training and saving the model.
+
+    python benchmarks/sft_speed.py [--steps 20] [--batch-size 8] [--only harness]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VARIANTS = ("trl-defaults", "hand-tuned", "harness", "hand-tuned-bf16")
+DEFAULT_VARIANTS = VARIANTS[:3]
+LR = 4e-5
+
+
+def gsm8k_records(n: int) -> list[dict]:
+    """The first ``n`` GSM8K training problems as standard records, else synthetic ones."""
+    env = os.environ.get("SRLM_HARNESS_DATA_DIR")
+    for base in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
+        path = base / "gsm8k" / "train.jsonl"
+        if path.is_file():
+            rows = [json.loads(line) for line in path.open()][:n]
+            return [
+                {"prompt": r["question"], "solution": r["answer"],
+                 "answer": r["answer"].rsplit("####", 1)[-1].strip()}
+                for r in rows
+            ]
+    from srlm_harness.testing import synthetic_corpus
+
+    lines = synthetic_corpus(n)
+    return [
+        {"prompt": q, "solution": a, "answer": a.rsplit("#### ", 1)[-1]}
+        for q, a in zip(lines[0::2], lines[1::2], strict=False)
+    ]
+
+
+def build_model(path: Path, records: list[dict]) -> Path:
+    """A ~17M-parameter random Qwen2 with a 2,000-token BPE tokenizer trained on the data."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from srlm_harness.testing import make_tokenizer
+
+    corpus = [r["prompt"] for r in records] + [r["solution"] for r in records]
+    tokenizer = make_tokenizer(2000, corpus)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=384, intermediate_size=1536,
+        num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
+        max_position_embeddings=2048, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def chat_examples(records: list[dict]) -> list[dict]:
+    """The prompt-completion examples the TRL scripts train on (what the harness builds too)."""
+    return [
+        {"prompt": [{"role": "user", "content": r["prompt"]}],
+         "completion": [{"role": "assistant", "content": r["solution"]}]}
+        for r in records
+    ]
+
+
+def run_trl(variant: str, model_dir: Path, out: Path, records: list[dict], steps: int,
+            batch: int) -> float:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    # The harness runs with seed 0; the same seed gives every variant the same batches.
+    common = dict(output_dir=str(out / "trainer"), max_steps=steps, learning_rate=LR,
+                  per_device_train_batch_size=batch, max_length=1024, report_to=[], seed=0)
+    if variant == "trl-defaults":
+        # TRL's defaults refuse to start on a CPU ("Your setup doesn't support bf16/gpu. You
+        # need to assign use_cpu"): use_cpu=True is the one change a user must make.
+        args = SFTConfig(**common, use_cpu=True)
+        trainer = SFTTrainer(model=str(model_dir), args=args,
+                             train_dataset=Dataset.from_list(chat_examples(records)))
+    else:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        bf16 = variant == "hand-tuned-bf16"
+        args = SFTConfig(**common, bf16=bf16, gradient_checkpointing=False, use_cpu=True,
+                         train_sampling_strategy="group_by_length", save_strategy="no",
+                         dataloader_num_workers=0, disable_tqdm=True)
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        trainer = SFTTrainer(model=model, args=args,
+                             train_dataset=Dataset.from_list(chat_examples(records)),
+                             processing_class=AutoTokenizer.from_pretrained(str(model_dir)))
+    print(f"{variant}: bf16={args.bf16} gradient_checkpointing={args.gradient_checkpointing} "
+          f"model dtype={next(trainer.model.parameters()).dtype}", file=sys.stderr)
+    trainer.train()
+    trainer.save_model(str(out / "model"))
+    return trainer.state.log_history[-1]["train_runtime"]
+
+
+def run_harness(model_dir: Path, out: Path, records: list[dict], steps: int, batch: int) -> float:
+    from srlm_harness.api import StageContext
+    from srlm_harness.hardware import detect
+    from srlm_harness_plugins import sft
+
+    hw = detect()
+    print(f"harness: {hw.summary()}", file=sys.stderr)
+    ctx = StageContext(
+        input_model=model_dir, output_dir=out / "model",
+        config=sft.SftConfig(max_steps=steps, batch_size=batch, lr=LR, save_steps=10**6),
+        seed=0, hardware=hw, checkpoint_dir=out / "checkpoints", work_dir=out / "work",
+        load_dataset=lambda spec: records, resolve_model=lambda ref: model_dir,
+        reward=lambda name: None,  # type: ignore[arg-type,return-value]
+        progress=lambda done, total, what: None, log=lambda msg: None,
+    )
+    return sft.run(ctx).metrics["runtime_s"]
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measured run, in its own process; prints a JSON line with its times."""
+    records = gsm8k_records(args.records)
+    out = Path(tempfile.mkdtemp(prefix=f"sft-speed-{args.variant}-"))
+    start = time.perf_counter()
+    if args.variant == "harness":
+        train_s = run_harness(Path(args.model_dir), out, records, args.steps, args.batch_size)
+    else:
+        train_s = run_trl(args.variant, Path(args.model_dir), out, records, args.steps,
+                          args.batch_size)
+    wall = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime
+    print(json.dumps({"variant": args.variant, "wall_s": wall, "train_s": train_s, "cpu_s": cpu}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--records", type=int, default=256)
+    parser.add_argument("--only", choices=VARIANTS, action="append")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per variant (best is kept)")
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        return child(args)
+
+    work = Path(tempfile.mkdtemp(prefix="sft-speed-"))
+    model_dir = build_model(work / "model", gsm8k_records(args.records))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    results: dict[str, dict] = {}
+    # Interleaved repeats, best kept: other processes on a shared machine only ever add time.
+    for variant in [v for _ in range(args.repeat) for v in args.only or DEFAULT_VARIANTS]:
+        cmd = [sys.executable, __file__, "--variant", variant, "--model-dir", str(model_dir),
+               "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+               "--records", str(args.records)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode or not lines:
+            sys.exit(f"{variant} failed:\n{proc.stderr[-3000:]}")
+        run = json.loads(lines[-1])
+        if variant not in results or run["wall_s"] < results[variant]["wall_s"]:
+            results[variant] = run
+        notes = [ln for ln in proc.stderr.splitlines() if ln.startswith(f"{variant}:")]
+        print(f"{variant:>13}: wall {run['wall_s']:7.1f} s, train {run['train_s']:7.1f} s, "
+              f"cpu {run['cpu_s']:7.1f} s   {' '.join(notes)}", flush=True)
+    if {"trl-defaults", "harness"} <= results.keys():
+        r = results["trl-defaults"]["wall_s"] / results["harness"]["wall_s"]
+        c = results["trl-defaults"]["cpu_s"] / results["harness"]["cpu_s"]
+        print(f"harness is {r:.1f}x faster than TRL defaults (wall; {c:.1f}x in CPU time)")
+    if {"hand-tuned", "harness"} <= results.keys():
+        r = results["harness"]["wall_s"] / results["hand-tuned"]["wall_s"]
+        c = results["harness"]["cpu_s"] / results["hand-tuned"]["cpu_s"]
+        print(f"harness takes {r:.2f}x the hand-tuned script's time (wall; {c:.2f}x CPU time)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""Shared helpers for the training stages built on TRL (sft, kd, grpo).
+
+What lives here is what every TRL-based stage needs and should do the same way: trainer
+arguments derived from the machine (``ctx.hardware``) and checkpointing into
+``ctx.checkpoint_dir``, a progress callback, loading and saving complete model directories,
+LoRA configuration and merging, prompt formatting and metrics from the trainer's log.
+Heavy libraries are imported inside the functions so that importing this module is free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from srlm_harness.api import StageContext, UserError
+from srlm_harness.hardware import Hardware, apply_threads
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+
+PromptFormat = Literal["auto", "chat", "plain"]
+LORA_LR = 1e-4
+FULL_LR = 4e-5
+
+
+# --------------------------------------------------------------------------- options
+
+
+class LoraOptions(BaseModel):
+    """LoRA adapter settings (PEFT). Trained adapters are merged into the base by default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, gt=0, description="adapter rank")
+    alpha: int = Field(32, gt=0, description="scaling numerator (lora_alpha)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
+    target_modules: list[str] | None = Field(
+        None,
+        description="module names to adapt (e.g. [q_proj, v_proj]); default: every linear layer "
+        "except the output head",
+    )
+    merge: bool = Field(
+        True,
+        description="merge adapters into the saved model; false also keeps the adapter files "
+        "under adapter/",
+    )
+
+
+class TrainingOptions(BaseModel):
+    """Options every supervised TRL stage shares (epochs, learning rate, batching, ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: float = Field(1.0, gt=0, description="passes over the dataset (ignored if max_steps)")
+    max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps")
+    lr: float | None = Field(
+        None, gt=0, description=f"learning rate; default {FULL_LR} full, {LORA_LR} with LoRA"
+    )
+    batch_size: int = Field(8, gt=0, description="sequences per device per forward pass")
+    gradient_accumulation: int = Field(1, gt=0, description="forward passes per optimizer step")
+    max_length: int = Field(1024, gt=0, description="truncate sequences to this many tokens")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of steps for lr warmup")
+    scheduler: str = Field("linear", description="lr scheduler (linear, cosine, constant, ...)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    lora: LoraOptions | None = Field(None, description="train LoRA adapters instead of all weights")
+    prompt_format: PromptFormat = Field(
+        "auto",
+        description="chat: the tokenizer's chat template; plain: 'Question: ...\\nAnswer:'; "
+        "auto: chat when the model has a chat template",
+    )
+    save_steps: int = Field(200, gt=0, description="checkpoint every N steps (for resume)")
+    logging_steps: int = Field(10, gt=0, description="log the loss every N steps")
+
+
+def learning_rate(options: TrainingOptions) -> float:
+    """The configured learning rate, else the reference study's default for the mode."""
+    if options.lr is not None:
+        return options.lr
+    return LORA_LR if options.lora is not None else FULL_LR
+
+
+# --------------------------------------------------------------------------- trainer args
+
+
+def trainer_arguments(config_cls: type, ctx: StageContext, **settings: Any) -> Any:
+    """Build a TRL config (``SFTConfig``, ``GRPOConfig``, ...) with fast defaults for
+    ``ctx.hardware``: fp32 unless the hardware says bf16/fp16, checkpointing only when the
+    hardware asks for it, no trackers, checkpoints in ``ctx.checkpoint_dir``.
+
+    ``settings`` override anything; keys the config class does not know are dropped, so
+    one call works across TRL/transformers versions.
+    """
+    hw: Hardware = ctx.hardware
+    apply_threads(hw)
+    checkpointing = bool(hw.gradient_checkpointing)
+    base: dict[str, Any] = {
+        "output_dir": str(ctx.checkpoint_dir),
+        "seed": ctx.seed,
+        "bf16": hw.bf16,
+        "fp16": hw.fp16,
+        "use_cpu": hw.device == "cpu",
+        # transformers 5 renamed gradient checkpointing; set both so the old name cannot win.
+        "activation_checkpointing": checkpointing,
+        "gradient_checkpointing": checkpointing,
+        "report_to": [],
+        "save_strategy": "steps",
+        "save_steps": 200,
+        "save_total_limit": 1,
+        "logging_strategy": "steps",
+        "logging_steps": 10,
+        "disable_tqdm": True,
+        # Worker processes only add start-up cost on a CPU where the main process is the bottleneck.
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": hw.device == "cuda",
+    }
+    base.update(settings)
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    return config_cls(**{k: v for k, v in base.items() if k in known})
+
+
+def options_settings(options: TrainingOptions) -> dict[str, Any]:
+    """Trainer settings from the shared stage options."""
+    settings: dict[str, Any] = {
+        "learning_rate": learning_rate(options),
+        "num_train_epochs": options.epochs,
+        "max_steps": options.max_steps or -1,
+        "per_device_train_batch_size": options.batch_size,
+        "gradient_accumulation_steps": options.gradient_accumulation,
+        "max_length": options.max_length,
+        "warmup_steps": options.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+        "lr_scheduler_type": options.scheduler,
+        "weight_decay": options.weight_decay,
+        "save_steps": options.save_steps,
+        "logging_steps": options.logging_steps,
+    }
+    return settings
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest ``checkpoint-N`` folder in ``checkpoint_dir`` that finished saving."""
+    if not checkpoint_dir.is_dir():
+        return None
+    found = []
+    for path in checkpoint_dir.iterdir():
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        # trainer_state.json is written last: without it the save was interrupted.
+        if match and (path / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), path))
+    return str(max(found)[1]) if found else None
+
+
+def progress_callback(ctx: StageContext, description: str) -> TrainerCallback:
+    """A TrainerCallback that reports optimizer steps to ``ctx.progress`` and losses to
+    ``ctx.log``."""
+    from transformers import TrainerCallback
+
+    class _Progress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            ctx.progress(state.global_step, state.max_steps, description)
+
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            ctx.progress(state.global_step, state.max_steps, description)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+            if logs and "loss" in logs:
+                ctx.log(f"{description}: step {state.global_step}/{state.max_steps} "
+                        f"loss {logs['loss']:.4f}")
+
+    return _Progress()
+
+
+def train(trainer: Any, ctx: StageContext) -> dict[str, Any]:
+    """Run ``trainer.train()``, resuming from the latest checkpoint in ``ctx.checkpoint_dir``,
+    and return metrics from its log history."""
+    from transformers import PrinterCallback
+
+    # Losses reach the user through ctx.log (progress_callback), not as raw dicts on stdout.
+    trainer.remove_callback(PrinterCallback)
+    resume = latest_checkpoint(Path(ctx.checkpoint_dir))
+    if resume:
+        ctx.log(f"resuming from {resume}")
+    trainer.train(resume_from_checkpoint=resume)
+    metrics = training_metrics(trainer.state.log_history)
+    metrics["steps"] = trainer.state.global_step
+    if resume:
+        metrics["resumed_from_step"] = int(resume.rsplit("-", 1)[1])
+    return metrics
+
+
+def training_metrics(log_history: list[dict[str, Any]], curve_points: int = 50) -> dict[str, Any]:
+    """Loss and throughput from a trainer's ``state.log_history``."""
+    losses = [(e["step"], float(e["loss"])) for e in log_history if "loss" in e and "step" in e]
+    metrics: dict[str, Any] = {}
+    if losses:
+        metrics["first_loss"] = losses[0][1]
+        metrics["final_loss"] = losses[-1][1]
+        stride = max(1, len(losses) // curve_points)
+        metrics["loss_curve"] = [[s, round(v, 5)] for s, v in losses[::stride]]
+    summary = next((e for e in reversed(log_history) if "train_runtime" in e), {})
+    for key, name in (
+        ("train_loss", "train_loss"),
+        ("train_runtime", "runtime_s"),
+        ("train_samples_per_second", "samples_per_second"),
+        ("train_steps_per_second", "steps_per_second"),
+    ):
+        if key in summary:
+            metrics[name] = summary[key]
+    return metrics
+
+
+# --------------------------------------------------------------------------- models
+
+
+def load_model(
+    path: Path | str, hardware: Hardware, trainable: bool = True
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer from a local directory, in the dtype that suits
+    ``hardware`` (fp16 mixed precision keeps fp32 master weights, so it loads in fp32)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = torch.bfloat16 if hardware.bf16 else torch.float32
+    if not trainable and hardware.fp16:
+        dtype = torch.float16
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if hardware.device != "cpu":
+        model.to(hardware.device)
+    return model, tokenizer
+
+
+def linear_module_names(model: Any) -> list[str]:
+    """The distinct short names of the model's linear layers (LoRA targets), without the head."""
+    import torch
+
+    head = model.get_output_embeddings()
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not head
+    }
+    return sorted(names)
+
+
+def lora_config(options: LoraOptions, model: Any, where: str = "lora") -> Any:
+    """A PEFT ``LoraConfig`` for ``model``; unknown target modules raise a UserError that
+    lists the model's real linear layer names."""
+    from peft import LoraConfig
+
+    available = linear_module_names(model)
+    targets: list[str] | str = "all-linear"
+    if options.target_modules:
+        missing = [t for t in options.target_modules if t not in available]
+        if missing:
+            raise UserError(
+                f"LoRA target module(s) {', '.join(missing)} not in this model",
+                f"{where}.target_modules",
+                f"its linear layers are: {', '.join(available)}",
+            )
+        targets = list(options.target_modules)
+    return LoraConfig(
+        r=options.r,
+        lora_alpha=options.alpha,
+        lora_dropout=options.dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+
+
+def check_lora_targets(model_dir: Path, lora: LoraOptions | None, where: str = "lora") -> None:
+    """Fail fast on LoRA target modules the model lacks, building it on the meta device
+    (no weights are read or allocated)."""
+    if lora is None or not lora.target_modules:
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(model_dir))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    lora_config(lora, model, where)
+
+
+def save_model_dir(
+    model: Any, tokenizer: Any, output_dir: Path, lora: LoraOptions | None = None
+) -> Path:
+    """Write a complete HF model directory: weights, config, generation config, tokenizer and
+    chat template. A PEFT model is merged into its base first; with ``lora.merge`` false the
+    adapter files are also kept under ``output_dir/adapter``."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "merge_and_unload"):
+        if lora is not None and not lora.merge:
+            model.save_pretrained(str(output_dir / "adapter"))
+            tokenizer.save_pretrained(str(output_dir / "adapter"))
+        model = model.merge_and_unload()
+    # Training with checkpointing turns the KV cache off; generation wants it back on.
+    model.config.use_cache = True
+    model.save_pretrained(str(output_dir))
+    tokenizer.save_pretrained(str(output_dir))
+    return output_dir
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def uses_chat(tokenizer: Any, prompt_format: PromptFormat = "auto") -> bool:
+    """Whether prompts go through the chat template (``auto``: when the tokenizer has one)."""
+    if prompt_format == "auto":
+        return bool(getattr(tokenizer, "chat_template", None))
+    if prompt_format == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise UserError(
+            "prompt_format is 'chat' but the model's tokenizer has no chat template",
+            "prompt_format",
+            "use 'plain' or 'auto'",
+        )
+    return prompt_format == "chat"
+
+
+def question_text(record: Mapping[str, Any]) -> str:
+    """The question of a standard record (its ``prompt``, or the last user message)."""
+    if isinstance(record.get("prompt"), str):
+        return record["prompt"]
+    messages = record.get("messages") or []
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return str(message["content"])
+    raise UserError("a dataset record has neither 'prompt' nor a user message", "dataset")
+
+
+def format_prompt(record: Mapping[str, Any], chat: bool) -> str | list[dict[str, str]]:
+    """A TRL prompt: a message list for chat models, a plain ``Question/Answer`` string else."""
+    if chat:
+        messages = record.get("messages")
+        if messages:
+            return [dict(m) for m in messages if m.get("role") != "assistant"]
+        return [{"role": "user", "content": question_text(record)}]
+    return f"Question: {question_text(record)}\nAnswer:"
+
+
+def sft_target(record: Mapping[str, Any]) -> str:
+    """What SFT trains the model to write: the worked ``solution`` if any, else ``answer``."""
+    target = record.get("solution") or record.get("answer")
+    if target is None:
+        raise UserError("a dataset record has neither 'solution' nor 'answer'", "dataset")
+    return str(target)
+
+
+def prompt_completion(
+    record: Mapping[str, Any], chat: bool, target: str | None = None
+) -> dict[str, Any]:
+    """A TRL prompt-completion example (loss on the completion only)."""
+    target = sft_target(record) if target is None else target
+    prompt = format_prompt(record, chat)
+    if chat:
+        return {"prompt": prompt, "completion": [{"role": "assistant", "content": target}]}
+    return {"prompt": prompt, "completion": " " + target.strip()}
