@@ -219,24 +219,12 @@ def reward_logger(ctx: StageContext) -> Any:
 # --------------------------------------------------------------------------- the stage
 
 
-def check_lora_targets(model_dir: Path, lora: training.LoraOptions | None) -> None:
-    """Fail fast on LoRA target modules the model lacks (built on the meta device)."""
-    if lora is None or not lora.target_modules or not (model_dir / "config.json").is_file():
-        return
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(model_dir)))
-    training.lora_config(lora, model, "grpo.lora")
-
-
 def preflight(ctx: StageContext) -> None:
     config: GrpoConfig = ctx.config  # type: ignore[assignment]
     functions = reward_functions(ctx, config)
     spec = dataset_spec(config.dataset)
     check_columns(functions, ctx.load_dataset(spec), spec["name"])
-    check_lora_targets(Path(ctx.input_model), config.lora)
+    training.check_lora_targets(Path(ctx.input_model), config.lora, "grpo.lora")
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -305,6 +305,8 @@ class Runner:
                 "environment": self.manifest["environment"],
             }
             self.store.commit("stages", step.key, tmp, manifest)
+            # Checkpoints only serve resuming this stage; a full fine-tune's are gigabytes.
+            self.store.discard(self.store.root / "work" / step.key)
         self._record(
             {
                 **step.describe(),

@@ -30,7 +30,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from srlm_harness.api import UserError
 from srlm_harness.plan import Plan, StageStep, make_plan
-from srlm_harness.spec import EvaluateSpec, Where, _pydantic_error, load_yaml, locate, validate
+from srlm_harness.spec import (
+    EvaluateSpec,
+    Pipeline,
+    Where,
+    _pydantic_error,
+    apply_overrides,
+    load_yaml,
+    locate,
+    validate,
+)
 
 
 class StudyModel(BaseModel):
@@ -84,14 +93,10 @@ def expand_pipelines(spec: StudyModel, where: Where, source: str) -> dict[str, l
     return pipelines
 
 
-def load_study(
-    path: str,
-    registry: Any,
-    hardware_for: Any,
-    store: Any,
-    plugin_versions: dict[str, str],
-    overrides: list[str] | tuple[str, ...] = (),
-) -> Study:
+def parse_study(
+    path: str, registry: Any, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[StudyModel, list[Pipeline]]:
+    """Read a study spec and validate every pipeline it expands to (nothing is planned)."""
     raw, where = load_yaml(Path(path))
     if not isinstance(raw, dict):
         raise UserError("a study spec is a mapping (name, models, pipelines, ...)", f"{path}:1")
@@ -99,10 +104,9 @@ def load_study(
         spec = StudyModel.model_validate(raw)
     except ValidationError as exc:
         raise _pydantic_error(exc, where, (), f"{path}:1", StudyModel) from None
-    study = Study(spec.name, spec, path)
-    pipelines = expand_pipelines(spec, where, path)
+    pipelines: list[Pipeline] = []
     for model in spec.models:
-        for pipe_name, stage_names in pipelines.items():
+        for pipe_name, stage_names in expand_pipelines(spec, where, path).items():
             stage_entries = []
             pipe_where: Where = dict(where)
             for i, stage_name in enumerate(stage_names):
@@ -124,12 +128,23 @@ def load_study(
                 "stages": stage_entries,
                 "publish": spec.publish,
             }
-            from srlm_harness.spec import apply_overrides
-
             apply_overrides(pipe_raw, pipe_where, list(overrides))
-            pipeline = validate(pipe_raw, pipe_where, registry, path)
-            plan = make_plan(
-                pipeline, registry, hardware_for(pipeline.hardware), store, plugin_versions
-            )
-            study.plans.append(plan)
+            pipelines.append(validate(pipe_raw, pipe_where, registry, path))
+    return spec, pipelines
+
+
+def load_study(
+    path: str,
+    registry: Any,
+    hardware_for: Any,
+    store: Any,
+    plugin_versions: dict[str, str],
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Study:
+    """A study with every pipeline planned against ``store``."""
+    spec, pipelines = parse_study(path, registry, overrides)
+    study = Study(spec.name, spec, path)
+    for pipeline in pipelines:
+        hw = hardware_for(pipeline.hardware)
+        study.plans.append(make_plan(pipeline, registry, hw, store, plugin_versions))
     return study
