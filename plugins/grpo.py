@@ -160,7 +160,7 @@ def grpo_prompt(
     """The prompt as SFT formats it, the question filled into ``template`` and the system
     prompt in front when they are set (a record's own system message wins)."""
     if template:
-        question = template.replace("{question}", training.question_text(record))
+        question = training.fill_template(template, record, "grpo.prompt_template")
         record = {**record, "prompt": question, "messages": None}
     prompt = training.format_prompt(record, chat)
     if not system:

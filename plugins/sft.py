@@ -36,6 +36,16 @@ class SftConfig(training.TrainingOptions):
     completion_only_loss: bool = Field(
         True, description="train on the answer only (false: on prompt and answer)"
     )
+    prompt_template: str | None = Field(
+        None,
+        description="the question's text with {question} filled in, e.g. to match an "
+        "evaluation task's instruction",
+    )
+    completion_template: str | None = Field(
+        None,
+        description="the target text with record fields filled in, e.g. "
+        "'{solution}\n<answer>{answer}</answer>' (default: the solution, else the answer)",
+    )
 
 
 def train_sft(
@@ -58,7 +68,10 @@ def train_sft(
         training.lora_config(options.lora, model, f"{description}.lora") if options.lora else None
     )
     chat = training.uses_chat(tokenizer, options.prompt_format)
-    examples = [training.prompt_completion(r, chat) for r in records]
+    templates = (getattr(options, "prompt_template", None),
+                 getattr(options, "completion_template", None))
+    examples = [training.prompt_completion(training.templated(r, *templates), chat)
+                for r in records]
     args = training.trainer_arguments(
         TrlSFTConfig,
         ctx,

@@ -345,6 +345,36 @@ def format_prompt(record: Mapping[str, Any], chat: bool) -> str | list[dict[str,
     return f"Question: {question_text(record)}\nAnswer:"
 
 
+def fill_template(template: str, record: Mapping[str, Any], where: str) -> str:
+    """``template`` with each ``{field}`` replaced by the record's value (``{question}`` is
+    the record's question text)."""
+    fields = {**record, "question": question_text(record)}
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if fields.get(name) is None:
+            known = ", ".join(sorted(k for k, v in fields.items() if isinstance(v, str | int)))
+            raise UserError(f"template field '{{{name}}}' is not in the dataset's records",
+                            where, f"fields: {known}")
+        return str(fields[name])
+
+    return re.sub(r"\{(\w+)\}", value, template)
+
+
+def templated(
+    record: Mapping[str, Any], prompt_template: str | None, completion_template: str | None
+) -> dict[str, Any]:
+    """The record with its question rewritten by ``prompt_template`` and its SFT target
+    (``solution``) by ``completion_template``, so training can match an evaluation's format."""
+    out = dict(record)
+    if prompt_template:
+        out["prompt"] = fill_template(prompt_template, record, "prompt_template")
+        out["messages"] = None
+    if completion_template:
+        out["solution"] = fill_template(completion_template, record, "completion_template")
+    return out
+
+
 def sft_target(record: Mapping[str, Any]) -> str:
     """What SFT trains the model to write: the worked ``solution`` if any, else ``answer``."""
     target = record.get("solution") or record.get("answer")

@@ -174,3 +174,15 @@ def test_base_model_gets_the_plain_format(tmp_path: Path, tiny_model_dir: Path) 
     config = sft.SftConfig(max_steps=2, batch_size=8, prompt_format="plain")
     ctx = make_ctx(tmp_path, tiny_model_dir, config)
     assert sft.run(ctx).metrics["prompt_format"] == "plain"
+
+
+def test_templates_make_training_match_an_evaluation_format() -> None:
+    from srlm_harness_plugins import training
+
+    record = {"prompt": "What is 2+2?", "answer": "4", "solution": "2+2=4"}
+    out = training.templated(record, "{question}\nAnswer in <answer> tags.",
+                             "{solution}\n<answer>{answer}</answer>")
+    assert out["prompt"] == "What is 2+2?\nAnswer in <answer> tags."
+    assert training.sft_target(out) == "2+2=4\n<answer>4</answer>"
+    with pytest.raises(UserError, match=r"'\{nope\}' is not in the dataset's records"):
+        training.templated(record, None, "{nope}")
