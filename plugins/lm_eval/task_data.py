@@ -1,0 +1,145 @@
+"""Where our tasks' data comes from: local files under the data directory, the Hub, or a
+reasoning-gym generator, each as a ``datasets.DatasetDict`` for lm-eval's ``custom_dataset``.
+
+Local files win when they exist (offline-first, and their hash is recorded); otherwise the
+Hub dataset lm-eval itself would use. ``SRLM_HARNESS_DATA_DIR`` names the data directory:
+
+    <data dir>/gsm8k/{train,test}.jsonl  (fields: question, answer; as openai/gsm8k main)
+    <data dir>/math500/test.jsonl  (fields: problem, answer, ...; as HuggingFaceH4/MATH-500)
+
+reasoning-gym problems are generated deterministically from a held-out seed into a jsonl
+cache (``SRLM_HARNESS_CACHE`` or ``~/.cache/srlm-harness``) and read from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from srlm_harness.api import UserError
+
+DATA_ENV = "SRLM_HARNESS_DATA_DIR"
+CACHE_ENV = "SRLM_HARNESS_CACHE"
+
+#: task family -> (local subdirectory, splits, Hub path, Hub config)
+SOURCES: dict[str, tuple[str, tuple[str, ...], str, str | None]] = {
+    "gsm8k": ("gsm8k", ("train", "test"), "openai/gsm8k", "main"),
+    "math500": ("math500", ("test",), "HuggingFaceH4/MATH-500", None),
+}
+
+
+def data_dir() -> Path | None:
+    value = os.environ.get(DATA_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir() -> Path:
+    value = os.environ.get(CACHE_ENV)
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "srlm-harness"
+
+
+def local_files(source: str) -> dict[str, Path] | None:
+    """The local split files of ``source`` if all of them exist under the data directory."""
+    root = data_dir()
+    subdir, splits, _, _ = SOURCES[source]
+    if root is None:
+        return None
+    files = {split: root / subdir / f"{split}.jsonl" for split in splits}
+    return files if all(path.is_file() for path in files.values()) else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe(source: str) -> dict[str, Any]:
+    """Which data ``source`` reads right now, without loading it (for fingerprints and
+    provenance): local files with their sha256, or the Hub dataset."""
+    files = local_files(source)
+    if files:
+        return {"local": {s: str(p) for s, p in files.items()},
+                "sha256": {s: file_sha256(p) for s, p in files.items()}}
+    _, _, hub, config = SOURCES[source]
+    return {"hub": hub, "config": config}
+
+
+def load_source(source: str) -> Any:
+    """``source`` as a DatasetDict: local jsonl files if present, else the Hub."""
+    import datasets
+
+    files = local_files(source)
+    if files:
+        return datasets.load_dataset("json", data_files={s: str(p) for s, p in files.items()})
+    subdir, splits, hub, config = SOURCES[source]
+    try:
+        return datasets.load_dataset(hub, config)
+    except Exception as error:  # offline, missing, or unreachable: all mean "provide the files"
+        root = data_dir()
+        looked = f"{root / subdir}" if root else f"${DATA_ENV} (not set)"
+        wanted = ", ".join(f"{s}.jsonl" for s in splits)
+        raise UserError(
+            f"no data for task {source!r}: looked in {looked} and on the Hub ({hub}: "
+            f"{str(error).splitlines()[0][:120] if str(error) else type(error).__name__})",
+            f"task {source}",
+            f"set {DATA_ENV}=DIR with {subdir}/{{{wanted}}}, or allow Hub access",
+        ) from error
+
+
+# ---------------------------------------------------------------- lm-eval custom_dataset hooks
+# lm-eval calls these with the task's metadata and dataset_kwargs as keyword arguments.
+
+
+def gsm8k(**_: Any) -> Any:
+    return load_source("gsm8k")
+
+
+def math500(**_: Any) -> Any:
+    return load_source("math500")
+
+
+def reasoning_gym_path(rg_task: str, seed: int, size: int) -> Path:
+    import reasoning_gym
+
+    version = getattr(reasoning_gym, "__version__", "unknown")
+    return cache_dir() / "reasoning_gym" / f"{rg_task}-seed{seed}-n{size}-rg{version}.jsonl"
+
+
+def generate_reasoning_gym(rg_task: str, seed: int, size: int) -> Path:
+    """Write ``size`` problems of generator ``rg_task`` from ``seed`` to the jsonl cache
+    (once; a file that exists is reused) and return its path."""
+    import reasoning_gym
+
+    path = reasoning_gym_path(rg_task, seed, size)
+    if path.is_file():
+        return path
+    try:
+        dataset = reasoning_gym.create_dataset(rg_task, seed=seed, size=size)
+    except ValueError as error:
+        raise UserError(f"unknown reasoning-gym task {rg_task!r}", "task data",
+                        "see reasoning_gym.factory.DATASETS for names") from error
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for index, entry in enumerate(dataset):
+            # metadata is kept as a JSON string: its nested types vary between problems,
+            # which an Arrow column cannot hold.
+            row = {"id": index, "task": rg_task, "question": entry["question"],
+                   "answer": str(entry["answer"]),
+                   "metadata": json.dumps(entry["metadata"], default=str, sort_keys=True)}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def reasoning_gym(rg_task: str, seed: int, size: int, **_: Any) -> Any:
+    import datasets
+
+    path = generate_reasoning_gym(rg_task, int(seed), int(size))
+    return datasets.load_dataset("json", data_files={"test": str(path)})

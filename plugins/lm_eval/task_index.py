@@ -1,0 +1,146 @@
+"""Which task names exist and where their configs live: ours, third-party include paths,
+and lm-eval's built-in tasks (indexed once per lm-eval version and cached, because lm-eval
+takes ~20 s to scan its ~15k task files and an evaluation needs only a few of them).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Iterable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from srlm_harness.api import Task, UserError
+from srlm_harness_plugins.lm_eval import task_data
+
+#: Our task YAML directory: the include_path of every task this plugin registers.
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def lm_eval_version() -> str:
+    return version("lm_eval")
+
+
+def builtin_tasks_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("lm_eval.tasks")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(spec.submodule_search_locations[0])
+
+
+def builtin_index(log: Any = None) -> dict[str, dict[str, Any]]:
+    """lm-eval's built-in names -> ``{"kind", "path", "members"}`` (path relative to
+    ``lm_eval/tasks``), built with lm-eval's own TaskIndex and cached on disk."""
+    cache = task_data.cache_dir() / f"lm_eval-{lm_eval_version()}-task-index.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    if log:
+        log("indexing lm-eval's built-in tasks (once per lm-eval version, ~20 s)")
+    from lm_eval.tasks._index import TaskIndex
+
+    root = builtin_tasks_dir()
+    index = {
+        name: {
+            "kind": entry.kind.name.lower(),
+            "path": str(entry.yaml_path.relative_to(root)) if entry.yaml_path else None,
+            "members": sorted(entry.tags) if entry.kind.name == "TAG" else [],
+        }
+        for name, entry in TaskIndex.build([root]).items()
+    }
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(index, sort_keys=True))
+    tmp.replace(cache)
+    return index
+
+
+def check_tasks(names: list[str], registered: list[str], where: str = "evaluate.tasks") -> None:
+    """Raise UserError for a name that is neither registered nor an lm-eval built-in task,
+    suggesting close matches from both."""
+    unknown = [n for n in names if n not in registered]
+    if not unknown:
+        return
+    index = builtin_index()
+    for name in unknown:
+        if name not in index:
+            known = sorted({*registered, *index})
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close
+                    else "see `lm_eval ls tasks` or `srlm-harness tasks`")
+            raise UserError(f"unknown task '{name}'", where, hint)
+
+
+def builtin_include_dirs(names: Iterable[str], index: dict[str, dict[str, Any]]) -> list[Path]:
+    """The top-level lm-eval task folders that hold ``names`` (and a tag's members), so the
+    TaskManager only scans those."""
+    root = builtin_tasks_dir()
+    dirs: set[Path] = set()
+    pending = list(names)
+    while pending:
+        entry = index.get(pending.pop())
+        if entry is None:
+            continue
+        if entry["path"]:
+            dirs.add(root / Path(entry["path"]).parts[0])
+        pending.extend(entry["members"])
+    return sorted(dirs)
+
+
+def include_paths(tasks: list[Task], log: Any = None) -> list[Path]:
+    """Include paths for a TaskManager that knows ``tasks`` (without lm-eval's defaults);
+    an unknown built-in name fails here, with suggestions, before anything loads."""
+    builtin = [t.name for t in tasks if t.include_path is None]
+    paths: list[Path] = []
+    if builtin:
+        index = builtin_index(log)
+        registered = [t.name for t in tasks if t.include_path is not None]
+        check_tasks(builtin, registered)
+        paths += builtin_include_dirs(builtin, index)
+    # Plugin task folders last: they override built-ins of the same name (our gsm8k).
+    for task in tasks:
+        if task.include_path is not None and Path(task.include_path) not in paths:
+            paths.append(Path(task.include_path))
+    return paths
+
+
+def tree_sha256(path: Path, patterns: tuple[str, ...] = ("*.yaml", "*.py")) -> str:
+    """sha256 over the files of a folder matching ``patterns`` (names and contents)."""
+    digest = hashlib.sha256()
+    files = sorted({p for pattern in patterns for p in path.rglob(pattern)
+                    if "__pycache__" not in p.parts})
+    for file in files:
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def task_identity(task: Task) -> dict[str, Any]:
+    """What determines a task's config and data, cheaply (no lm-eval import)."""
+    if task.include_path is None:
+        # Built-in configs are part of the installed lm-eval, identified by its version.
+        return {"name": task.name, "builtin": lm_eval_version()}
+    identity: dict[str, Any] = {"name": task.name, "config": tree_sha256(Path(task.include_path))}
+    if Path(task.include_path).resolve() == TASKS_DIR:
+        # Our configs also run our code (loaders, scoring, verifiers) and read our data.
+        identity["code"] = tree_sha256(PACKAGE_DIR / "lm_eval", ("*.py",))
+        identity["verifiers"] = tree_sha256(PACKAGE_DIR / "verifiers", ("*.py",))
+        source = data_source(task.name)
+        if source:
+            identity["data"] = task_data.describe(source)
+        if task.name.startswith("rg_"):
+            identity["reasoning_gym"] = version("reasoning_gym")
+    return identity
+
+
+def data_source(task_name: str) -> str | None:
+    """The ``task_data.SOURCES`` key our task ``task_name`` reads, if any."""
+    if task_name.startswith("gsm8k"):
+        return "gsm8k"
+    if task_name.startswith("math500"):
+        return "math500"
+    return None
