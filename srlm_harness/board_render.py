@@ -285,9 +285,8 @@ def _chart(ranking: Ranking, percent: set[str]) -> str:
     rows = [r for r in ranking.full + ranking.partial if key in r.scores]
     if key is None or not rows:
         return ""
-    values = [r.scores[key] for r in rows] + [
-        r.scores[key] - r.deltas[key] for r in rows if r.deltas.get(key) is not None
-    ]  # type: ignore[operator]
+    bases = [r.scores[key] - d for r in rows if (d := r.deltas.get(key)) is not None]
+    values = [r.scores[key] for r in rows] + bases
     top = max(1.0 if key in percent else 0.0, max(values)) or 1.0
     left, width, bar_h, gap = 380, 420, 18, 8
     height = len(rows) * (bar_h + gap) + 30

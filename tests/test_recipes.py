@@ -31,7 +31,9 @@ def test_there_are_recipes() -> None:
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.relative_to(REPO).as_posix())
-def test_recipe_validates(recipe: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recipe_validates(
+    recipe: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("SRLM_HARNESS_PLUGINS", raising=False)
     raw = yaml.safe_load(recipe.read_text())
     if "pipelines" in raw or "grid" in raw:
