@@ -44,6 +44,8 @@ def show_plan(plan: Any, store: Any) -> None:
 def execute_and_report(session: Any, plan: Any, run_id: str | None) -> dict[str, Any]:
     from srlm_harness.run import Runner
 
+    if plan.pipeline.publish:
+        publish_target(plan.pipeline.publish)  # a bad board name fails before any training
     reporter = RichReporter()
     started = time.perf_counter()
     runner = Runner(session, plan, reporter)
@@ -60,13 +62,23 @@ def execute_and_report(session: Any, plan: Any, run_id: str | None) -> dict[str,
     return manifest
 
 
-def publish_from_spec(session: Any, manifest: dict[str, Any], publish: Any) -> None:
-    from srlm_harness.leaderboard import publish_run
+def publish_target(publish: Any) -> tuple[str, str]:
+    """(target, publisher) of a spec's ``publish:`` value, checked."""
+    from srlm_harness.leaderboard import board_path
 
     target = publish if isinstance(publish, str) else publish.get("target") or publish.get("board")
     publisher = "folder" if isinstance(publish, str) else publish.get("publisher", "folder")
     if not target:
-        raise UserError("'publish' needs a target folder", "publish")
+        raise UserError("'publish' needs a target board", "publish")
+    if publisher == "folder":
+        board_path(target)
+    return target, publisher
+
+
+def publish_from_spec(session: Any, manifest: dict[str, Any], publish: Any) -> None:
+    from srlm_harness.leaderboard import publish_run
+
+    target, publisher = publish_target(publish)
     location = publish_run(
         manifest, target, publisher=publisher, registry=session.registry, store=session.store
     )

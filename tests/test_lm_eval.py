@@ -109,10 +109,10 @@ def test_reasoning_gym_task_scores_through_the_verifier(answer_model, rg_cache, 
     prov = result.provenance
     assert prov["partial"] is True and prov["sample_count"] == 8 and prov["seed"] == 0
     task = prov["tasks"]["rg_basic_arithmetic"]
-    assert task["chat_template_sha256"] and task["n_shot"] == 0 and task["documents"] == 500
+    assert task["chat_template"] and task["n_shot"] == 0 and task["documents"] == 500
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scores"]["rg_basic_arithmetic"]["value"] == score.value
-    assert result.files["samples_rg_basic_arithmetic"] == "samples_rg_basic_arithmetic.jsonl"
+    assert result.files["samples"] == {"rg_basic_arithmetic": "samples_rg_basic_arithmetic.jsonl"}
 
 
 @pytest.mark.gsm8k
@@ -137,8 +137,8 @@ def test_gsm8k_and_chat_variant_end_to_end(answer_model, gsm8k_dir, tmp_path, mo
     assert chat.startswith("<|im_start|>user\n")
     prov = result.provenance["tasks"]
     assert prov["gsm8k"]["n_shot"] == 5 and prov["gsm8k"]["version"] == 3.0
-    assert prov["gsm8k"]["chat_template_sha256"] is None
-    assert prov["gsm8k_cot_chat"]["chat_template_sha256"]
+    assert prov["gsm8k"]["chat_template"] is None
+    assert prov["gsm8k_cot_chat"]["chat_template"]
 
 
 @pytest.mark.gsm8k

@@ -242,14 +242,14 @@ def write_outputs(request: EvalRequest, results: dict, samples: dict, chat_sha: 
     out = Path(request.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     records.write_json(out / "results.json", results)
-    files = {"results": "results.json"}
+    files: dict[str, Any] = {"results": "results.json", "samples": {}}
     scores, per_task = [], {}
     for task in sorted(samples):
         score = records.score_of(task, results)
         verifier = (loaded[task].config.metadata or {}).get("verifier")
         rows = records.sample_rows(samples[task], score.metric, verifier)
         records.write_jsonl(out / f"samples_{task}.jsonl", rows)
-        files[f"samples_{task}"] = f"samples_{task}.jsonl"
+        files["samples"][task] = f"samples_{task}.jsonl"
         per_task[task] = records.task_provenance(task, results, rows, chat_sha.get(task))
         per_task[task]["primary_metric"] = score.metric
         scores.append(score)

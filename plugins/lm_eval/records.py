@@ -117,9 +117,9 @@ def task_provenance(
         "config_sha256": hashlib.sha256(
             json.dumps(config, sort_keys=True, default=str).encode()
         ).hexdigest(),
-        "generation_kwargs": config.get("generation_kwargs"),
-        "chat_template_sha256": chat_sha,
-        "prompts_sha256": prompts_sha256(rows),
+        "generation": config.get("generation_kwargs"),
+        "chat_template": chat_sha,
+        "prompt_hash": prompts_sha256(rows),
         "task_hash": results.get("task_hashes", {}).get(task),
         "samples": n["effective"],
         "documents": n["original"],
