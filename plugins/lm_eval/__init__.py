@@ -32,6 +32,8 @@ TASKS = {
     "rg_basic_arithmetic": ("reasoning-gym basic_arithmetic, 500 held-out problems",
                             "reasoning_gym"),
     "rg_chain_sum": ("reasoning-gym chain_sum, 500 held-out problems", "reasoning_gym"),
+    "rg_leg_counting": ("reasoning-gym leg_counting word problems (small farms), 500 held-out",
+                        "reasoning_gym"),
 }
 
 

@@ -104,23 +104,30 @@ def math500(**_: Any) -> Any:
     return load_source("math500")
 
 
-def reasoning_gym_path(rg_task: str, seed: int, size: int) -> Path:
+def reasoning_gym_path(rg_task: str, seed: int, size: int,
+                       config: dict[str, Any] | None = None) -> Path:
     import reasoning_gym
 
     version = getattr(reasoning_gym, "__version__", "unknown")
-    return cache_dir() / "reasoning_gym" / f"{rg_task}-seed{seed}-n{size}-rg{version}.jsonl"
+    settings = ""
+    if config:
+        text = json.dumps(config, sort_keys=True)
+        settings = "-cfg" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    name = f"{rg_task}-seed{seed}-n{size}{settings}-rg{version}.jsonl"
+    return cache_dir() / "reasoning_gym" / name
 
 
-def generate_reasoning_gym(rg_task: str, seed: int, size: int) -> Path:
-    """Write ``size`` problems of generator ``rg_task`` from ``seed`` to the jsonl cache
-    (once; a file that exists is reused) and return its path."""
+def generate_reasoning_gym(rg_task: str, seed: int, size: int,
+                           config: dict[str, Any] | None = None) -> Path:
+    """Write ``size`` problems of generator ``rg_task`` from ``seed`` (with the generator's
+    ``config`` settings) to the jsonl cache (once; a file that exists is reused)."""
     import reasoning_gym
 
-    path = reasoning_gym_path(rg_task, seed, size)
+    path = reasoning_gym_path(rg_task, seed, size, config)
     if path.is_file():
         return path
     try:
-        dataset = reasoning_gym.create_dataset(rg_task, seed=seed, size=size)
+        dataset = reasoning_gym.create_dataset(rg_task, seed=seed, size=size, **(config or {}))
     except ValueError as error:
         raise UserError(f"unknown reasoning-gym task {rg_task!r}", "task data",
                         "see reasoning_gym.factory.DATASETS for names") from error
@@ -138,8 +145,9 @@ def generate_reasoning_gym(rg_task: str, seed: int, size: int) -> Path:
     return path
 
 
-def reasoning_gym(rg_task: str, seed: int, size: int, **_: Any) -> Any:
+def reasoning_gym(rg_task: str, seed: int, size: int, config: dict[str, Any] | None = None,
+                  **_: Any) -> Any:
     import datasets
 
-    path = generate_reasoning_gym(rg_task, int(seed), int(size))
+    path = generate_reasoning_gym(rg_task, int(seed), int(size), config)
     return datasets.load_dataset("json", data_files={"test": str(path)})
