@@ -238,9 +238,41 @@ def rg_record(task: str, split: str, index: int, item: Mapping[str, Any]) -> dic
         "task": task,
         "metadata": metadata,
     }
-    if metadata.get("answer_cot"):
-        record["solution"] = str(metadata["answer_cot"])
+    solution = worked_solution(task, metadata)
+    if solution:
+        record["solution"] = solution
     return record
+
+
+#: Bump when the records a generator yields change (e.g. a new solution writer), so stages
+#: trained on the old records are not taken from the cache.
+RG_RECORDS_VERSION = 2
+
+
+def leg_counting_solution(metadata: Mapping[str, Any]) -> str | None:
+    """A step-by-step solution for leg_counting, which ships none: legs per animal, summed."""
+    from reasoning_gym.arithmetic.leg_counting import ANIMALS
+
+    animals = metadata.get("animals") or {}
+    if not animals or any(name not in ANIMALS for name in animals):
+        return None
+    lines, total = [], 0
+    for name, count in animals.items():
+        legs = ANIMALS[name] * int(count)
+        total += legs
+        lines.append(f"{count} {name} x {ANIMALS[name]} legs = {legs}")
+    lines.append(f"Total: {' + '.join(str(ANIMALS[n] * int(c)) for n, c in animals.items())}"
+                 f" = {total}")
+    return "\n".join(lines)
+
+
+def worked_solution(task: str, metadata: Mapping[str, Any]) -> str | None:
+    """The generator's own chain of thought, else one we can write for it, else None."""
+    if metadata.get("answer_cot"):
+        return str(metadata["answer_cot"])
+    if task == "leg_counting":
+        return leg_counting_solution(metadata)
+    return None
 
 
 def _rg_options(options: Any, default_task: str | None) -> ReasoningGymOptions:
@@ -270,7 +302,8 @@ def fingerprint_reasoning_gym(
     opts = _rg_options(options, default_task)
     config = json.dumps(opts.config, sort_keys=True, default=str)
     return (
-        f"reasoning_gym=={version('reasoning-gym')}:{opts.task}:size={opts.size}:"
+        f"reasoning_gym=={version('reasoning-gym')}:records={RG_RECORDS_VERSION}:"
+        f"{opts.task}:size={opts.size}:"
         f"seed={opts.seed}:split={split}:config={config}"
     )
 

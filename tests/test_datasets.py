@@ -162,3 +162,18 @@ def test_file_source_errors_name_the_problem(datasets, tmp_path: Path) -> None: 
     assert "'gold'" in text and str(path) in text and "label, question" in text
     with pytest.raises(UserError, match="not a standard field"):
         source.load({"path": str(path), "columns": {"reply": "label"}}, "train")
+
+
+def test_leg_counting_gets_a_worked_solution_that_adds_up() -> None:
+    import re
+
+    from srlm_harness_plugins.datasets import load_reasoning_gym
+
+    config = {"min_animals": 1, "max_animals": 3, "min_instances": 1, "max_instances": 4}
+    records = load_reasoning_gym({"task": "leg_counting", "size": 20, "config": config}, "train")
+    assert len(records) == 20
+    for record in records:
+        lines = record["solution"].splitlines()
+        products = [int(re.search(r"= (\d+)$", line)[1]) for line in lines[:-1]]
+        assert lines[-1].endswith(f"= {record['answer']}")
+        assert sum(products) == int(record["answer"])
