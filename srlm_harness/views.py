@@ -27,7 +27,7 @@ def show_plan(plan: Any, store: Any) -> None:
     for i, step in enumerate(plan.steps, 1):
         if step.kind == "stage":
             config = step.spec.config.model_dump(exclude_defaults=True)
-            what = ", ".join(f"{k}={v}" for k, v in config.items()) or "defaults"
+            what = ", ".join(f"{k}={_short(v)}" for k, v in config.items()) or "defaults"
             name = f"stage {step.label}"
         else:
             what = ", ".join(t.name for t in step.tasks) + (
@@ -39,6 +39,11 @@ def show_plan(plan: Any, store: Any) -> None:
     console.print(table)
     todo = sum(not s.cached for s in plan.steps)
     console.print(f"  {len(plan.steps)} steps, {len(plan.steps) - todo} cached, {todo} to run")
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def execute_and_report(session: Any, plan: Any, run_id: str | None) -> dict[str, Any]:
