@@ -147,8 +147,13 @@ class Runner:
                     self.manifest["model"]["identity_warning"] = (
                         f"planned {self.plan.model.identity}, resolved {resolved.identity}"
                     )
+                tried = ", ".join(
+                    f"{t['source']} ({t['result']})"
+                    for t in self.session.resolution_log.get(self.plan.model.ref, [])
+                )
                 self.reporter.info(
-                    f"model {self.plan.model.ref} <- {resolved.source} ({resolved.path})"
+                    f"model {self.plan.model.ref} <- {resolved.source} ({resolved.path}); "
+                    f"sources tried in order: {tried}"
                 )
                 self.model_dirs[key] = resolved.path
             else:
