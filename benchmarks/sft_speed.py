@@ -169,12 +169,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant (best is kept)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help="an existing HF model directory (e.g. SmolLM2-135M as "
+                        "the harness converted it under runs/models/); default: a random "
+                        "18M-parameter Qwen2")
     args = parser.parse_args()
     if args.variant:
         return child(args)
 
     work = Path(tempfile.mkdtemp(prefix="sft-speed-"))
-    model_dir = build_model(work / "model", gsm8k_records(args.records))
+    model_dir = (Path(args.model) if args.model
+                 else build_model(work / "model", gsm8k_records(args.records)))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     results: dict[str, dict] = {}
     # Interleaved repeats, best kept: other processes on a shared machine only ever add time.
