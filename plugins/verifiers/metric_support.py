@@ -46,3 +46,29 @@ def score_batch(
         "score": [v.score for v in verdicts],
         "extracted": [v.extracted for v in verdicts],
     }
+
+
+def verifier_metric(family: str, description: str) -> type:
+    """The ``evaluate.Metric`` class of ``family``: each ``metric_*.py`` module binds one, so
+    ``evaluate.load`` finds it there."""
+    import datasets
+    import evaluate
+
+    class Verifier(evaluate.Metric):
+        def _info(self) -> evaluate.MetricInfo:
+            return evaluate.MetricInfo(
+                description=description,
+                citation="",
+                inputs_description="predictions: model responses; references: gold answers; "
+                "metadata (optional keyword): per-sample JSON of extra verifier info",
+                features=datasets.Features(
+                    {"predictions": datasets.Value("string"),
+                     "references": datasets.Value("string")}
+                ),
+            )
+
+        def _compute(self, predictions, references, metadata=None):  # type: ignore[no-untyped-def]
+            return score_batch(family, predictions, references, metadata)
+
+    return Verifier
+
