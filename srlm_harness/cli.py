@@ -174,21 +174,11 @@ def default_recipe() -> Path:
 @click.option("--dry-run", is_flag=True, help="Show the plan and stop.")
 @click.option("--run-id", help="Name this run (default: timestamp + random suffix).")
 @pass_state
-def run(
-    state: State,
-    spec: str | None,
-    model: str | None,
-    stages: tuple[str, ...],
-    tasks: tuple[str, ...],
-    limit: int | None,
-    overrides: tuple[str, ...],
-    dry_run: bool,
-    run_id: str | None,
-) -> None:
+def run(state: State, dry_run: bool, run_id: str | None, **flags: Any) -> None:
     """Run a pipeline from SPEC (YAML) and/or flags; with no arguments, the quick start."""
     from srlm_harness import views
 
-    plan = build_plan(state, spec, model, stages, tasks, limit, overrides)
+    plan = build_plan(state, **flags)
     views.show_plan(plan, state.session.store)
     if dry_run:
         return
@@ -198,27 +188,20 @@ def run(
 @cli.command()
 @pipeline_options
 @pass_state
-def plan(
-    state: State,
-    spec: str | None,
-    model: str | None,
-    stages: tuple[str, ...],
-    tasks: tuple[str, ...],
-    limit: int | None,
-    overrides: tuple[str, ...],
-) -> None:
+def plan(state: State, **flags: Any) -> None:
     """Show the ordered steps of a pipeline (or the tree of a study), each with its cache
     key and cache state."""
     from srlm_harness import views
 
+    spec = flags["spec"]
     if spec is not None and _is_study(spec):
         from srlm_harness.study_cli import study
 
-        click.get_current_context().invoke(study, spec=spec, dry_run=True, overrides=overrides)
+        click.get_current_context().invoke(
+            study, spec=spec, dry_run=True, overrides=flags["overrides"]
+        )
         return
-    views.show_plan(
-        build_plan(state, spec, model, stages, tasks, limit, overrides), state.session.store
-    )
+    views.show_plan(build_plan(state, **flags), state.session.store)
 
 
 @cli.command("eval")
