@@ -5,19 +5,25 @@ Three runs on the same model, data and number of optimizer steps, each in a fres
   (a) ``trl-defaults``: a plain TRL script that takes TRL's defaults (bf16 mixed precision,
       gradient checkpointing, ...), as a user copying the TRL docs would write it, plus the
       ``use_cpu=True`` without which TRL's defaults refuse to start on a CPU;
-  (b) ``hand-tuned``: a TRL script tuned by hand for the machine (fp32, no checkpointing,
-      length-grouped batches);
+  (b) ``hand-tuned``: a TRL script tuned by hand for the machine: the faster precision for
+      this CPU (bf16 autocast where it has AVX512-BF16 or AMX, else fp32), no
+      checkpointing, length-grouped batches, a thread per core;
   (c) ``harness``: the harness's ``sft`` stage, run through a StageContext, with the
-      defaults it derives from ``srlm_harness.hardware.detect()``;
-  (d) ``hand-tuned-bf16`` (only with ``--only``): (b) with bf16 autocast, to check the
-      precision choice on CPUs with AVX512-BF16 but no AMX.
+      defaults it derives from ``srlm_harness.hardware.detect()`` (``--hardware KEY=VALUE``
+      overrides one, e.g. ``allocator=system`` to measure what the allocator setting buys);
+  (d) ``hand-tuned-fp32`` / ``hand-tuned-bf16`` (only with ``--only``): (b) with the
+      precision forced, to check the precision choice.
 
-The model is a randomly initialised Qwen2 (hidden 384, 8 layers: ~17M parameters) with a
+``--cpu-isa avx2`` runs all of them as on a CPU without bf16 instructions (torch's oneDNN
+and ATen kernels capped at AVX2), the common case where TRL's bf16 default is emulated.
+
+The default model is a randomly initialised Qwen2 (hidden 384, 8 layers: ~17M parameters) with a
 byte-level BPE tokenizer trained on the spot; the data is the first GSM8K training problems
 (question -> worked solution) when the shared files exist, else synthetic arithmetic.
 Wall time covers loading, data preparation, training and saving the model.
 
     python benchmarks/sft_speed.py [--steps 20] [--batch-size 8] [--only harness]
+    python benchmarks/sft_speed.py --model runs/models/gguf-<sha>-v1 --steps 3 --records 48
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-VARIANTS = ("trl-defaults", "hand-tuned", "harness", "hand-tuned-bf16")
+VARIANTS = ("trl-defaults", "hand-tuned", "harness", "hand-tuned-fp32", "hand-tuned-bf16")
 DEFAULT_VARIANTS = VARIANTS[:3]
 LR = 4e-5
 
@@ -111,7 +117,7 @@ def run_trl(variant: str, model_dir: Path, out: Path, records: list[dict], steps
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         torch.set_num_threads(os.cpu_count() or 1)
-        bf16 = variant == "hand-tuned-bf16"
+        bf16 = variant == "hand-tuned-bf16" or (variant == "hand-tuned" and cpu_has_bf16())
         args = SFTConfig(**common, bf16=bf16, gradient_checkpointing=False, use_cpu=True,
                          train_sampling_strategy="group_by_length", save_strategy="no",
                          dataloader_num_workers=0, disable_tqdm=True)
@@ -126,12 +132,25 @@ def run_trl(variant: str, model_dir: Path, out: Path, records: list[dict], steps
     return trainer.state.log_history[-1]["train_runtime"]
 
 
-def run_harness(model_dir: Path, out: Path, records: list[dict], steps: int, batch: int) -> float:
+def cpu_has_bf16() -> bool:
+    """What a person tuning by hand checks: does the CPU compute bf16 natively (and has
+    ``--cpu-isa`` not hidden it)?"""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def run_harness(model_dir: Path, out: Path, records: list[dict], steps: int, batch: int,
+                overrides: dict[str, str]) -> float:
     from srlm_harness.api import StageContext
     from srlm_harness.hardware import detect
     from srlm_harness_plugins import sft
 
-    hw = detect()
+    hw = detect(overrides)
     print(f"harness: {hw.summary()}", file=sys.stderr)
     ctx = StageContext(
         input_model=model_dir, output_dir=out / "model",
@@ -150,7 +169,9 @@ def child(args: argparse.Namespace) -> None:
     out = Path(tempfile.mkdtemp(prefix=f"sft-speed-{args.variant}-"))
     start = time.perf_counter()
     if args.variant == "harness":
-        train_s = run_harness(Path(args.model_dir), out, records, args.steps, args.batch_size)
+        overrides = dict(kv.split("=", 1) for kv in args.hardware or [])
+        train_s = run_harness(Path(args.model_dir), out, records, args.steps, args.batch_size,
+                              overrides)
     else:
         train_s = run_trl(args.variant, Path(args.model_dir), out, records, args.steps,
                           args.batch_size)
@@ -167,6 +188,12 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=256)
     parser.add_argument("--only", choices=VARIANTS, action="append")
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant (best is kept)")
+    parser.add_argument("--cpu-isa", choices=["avx2", "avx512"],
+                        help="run every variant as on a CPU without bf16 instructions, by "
+                        "capping torch's kernels (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY) "
+                        "at AVX2 (most laptops) or AVX-512 without BF16 (older servers)")
+    parser.add_argument("--hardware", action="append", metavar="KEY=VALUE",
+                        help="override one of the harness's hardware choices")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--model", help="an existing HF model directory (e.g. SmolLM2-135M as "
@@ -180,12 +207,16 @@ def main() -> None:
     model_dir = (Path(args.model) if args.model
                  else build_model(work / "model", gsm8k_records(args.records)))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if args.cpu_isa:
+        env.update(ONEDNN_MAX_CPU_ISA={"avx2": "AVX2", "avx512": "AVX512_CORE"}[args.cpu_isa],
+                   ATEN_CPU_CAPABILITY=args.cpu_isa)
     results: dict[str, dict] = {}
     # Interleaved repeats, best kept: other processes on a shared machine only ever add time.
     for variant in [v for _ in range(args.repeat) for v in args.only or DEFAULT_VARIANTS]:
         cmd = [sys.executable, __file__, "--variant", variant, "--model-dir", str(model_dir),
                "--steps", str(args.steps), "--batch-size", str(args.batch_size),
                "--records", str(args.records)]
+        cmd += [f"--hardware={kv}" for kv in args.hardware or []]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode or not lines:
@@ -194,7 +225,7 @@ def main() -> None:
         if variant not in results or run["wall_s"] < results[variant]["wall_s"]:
             results[variant] = run
         notes = [ln for ln in proc.stderr.splitlines() if ln.startswith(f"{variant}:")]
-        print(f"{variant:>13}: wall {run['wall_s']:7.1f} s, train {run['train_s']:7.1f} s, "
+        print(f"{variant:>15}: wall {run['wall_s']:7.1f} s, train {run['train_s']:7.1f} s, "
               f"cpu {run['cpu_s']:7.1f} s   {' '.join(notes)}", flush=True)
     if {"trl-defaults", "harness"} <= results.keys():
         r = results["trl-defaults"]["wall_s"] / results["harness"]["wall_s"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from srlm_harness.api import StageContext, UserError
-from srlm_harness.hardware import Hardware, apply_threads
+from srlm_harness.hardware import Hardware, apply_hardware
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
@@ -89,14 +89,14 @@ def learning_rate(options: TrainingOptions) -> float:
 
 def trainer_arguments(config_cls: type, ctx: StageContext, **settings: Any) -> Any:
     """Build a TRL config (``SFTConfig``, ``GRPOConfig``, ...) with fast defaults for
-    ``ctx.hardware``: fp32 unless the hardware says bf16/fp16, checkpointing only when the
-    hardware asks for it, no trackers, checkpoints in ``ctx.checkpoint_dir``.
+    ``ctx.hardware``: its precision (bf16/fp16 as mixed precision), checkpointing only when
+    the hardware asks for it, no trackers, checkpoints in ``ctx.checkpoint_dir``.
 
     ``settings`` override anything; keys the config class does not know are dropped, so
     one call works across TRL/transformers versions.
     """
     hw: Hardware = ctx.hardware
-    apply_threads(hw)
+    apply_hardware(hw)
     checkpointing = bool(hw.gradient_checkpointing)
     base: dict[str, Any] = {
         "output_dir": str(ctx.checkpoint_dir),
@@ -219,14 +219,14 @@ def training_metrics(log_history: list[dict[str, Any]], curve_points: int = 50) 
 def load_model(
     path: Path | str, hardware: Hardware, trainable: bool = True
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a local directory, in the dtype that suits
-    ``hardware`` (fp16 mixed precision keeps fp32 master weights, so it loads in fp32)."""
+    """Load a causal LM and its tokenizer from a local directory. A trainable model keeps
+    fp32 master weights and the trainer computes in ``hardware``'s bf16/fp16 by autocast
+    (updates of a few 1e-5 would vanish in bf16 weights); a model that only runs forward
+    (a teacher) loads in the hardware's dtype."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = torch.bfloat16 if hardware.bf16 else torch.float32
-    if not trainable and hardware.fp16:
-        dtype = torch.float16
+    dtype = hardware.torch_dtype() if not trainable else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     if tokenizer.pad_token is None:

@@ -1,13 +1,20 @@
-"""The right defaults for the machine at hand: device, precision, threads, checkpointing.
+"""The right defaults for the machine at hand: device, precision, threads, checkpointing,
+memory allocator.
 
-On a CPU without fast bf16 (most of them) training in fp32 is ~10x faster than TRL's
-default bf16, and gradient checkpointing only costs time when memory is plentiful. The
-choices are printed, recorded in every manifest, and each can be overridden in a spec's
+On a CPU without bf16 instructions (most laptops and older servers) bf16 is emulated and
+training in fp32 is several times faster than TRL's default bf16; a CPU with AVX512-BF16
+or AMX runs bf16 autocast (fp32 master weights) faster than fp32. Gradient checkpointing is
+turned on only when memory needs it. On Linux CPUs, glibc's allocator is told to keep freed
+memory for reuse: by default every large tensor is a fresh ``mmap`` that the kernel zeroes
+page by page, which on a 2-core machine costs about a quarter of a training step.
+
+The choices are printed, recorded in every manifest, and each can be overridden in a spec's
 ``hardware:`` section or with ``-o hardware.KEY=VALUE``.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 from dataclasses import asdict, dataclass, field
@@ -22,6 +29,7 @@ class Hardware:
     dtype: str  # "float32", "bfloat16", "float16"
     threads: int
     gradient_checkpointing: bool
+    allocator: str = "system"  # "caching": keep freed memory for reuse; "system": as is
     device_name: str = ""
     memory_gib: float = 0.0
     reasons: dict[str, str] = field(default_factory=dict)
@@ -47,20 +55,40 @@ class Hardware:
         name = f" ({self.device_name})" if self.device_name else ""
         return (
             f"{self.device}{name}, {self.dtype}, {self.threads} threads, "
-            f"gradient checkpointing {ckpt}"
+            f"gradient checkpointing {ckpt}, {self.allocator} allocator"
         )
 
 
-def _cpu_has_fast_bf16() -> bool:
-    """Only AMX tiles make CPU bf16 training clearly faster than fp32. AVX512-BF16 speeds up
-    bare matmuls, but mixed-precision training (autocast, casts, fp32 master weights) still
-    runs slower than plain fp32 on such CPUs, so it does not count."""
+# oneDNN ISA caps (``ONEDNN_MAX_CPU_ISA``) below its first bf16 level: torch then emulates bf16.
+_ISA_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def cpu_bf16_instructions(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """``"AMX-BF16"`` or ``"AVX512-BF16"`` when the CPU computes bf16 natively, else None
+    (bf16 is then emulated and several times slower than fp32). A ``ONEDNN_MAX_CPU_ISA``
+    cap below bf16 hides the instructions from torch, so it counts as their absence."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ISA_WITHOUT_BF16:
+        return None
     try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
+        with open(cpuinfo) as f:
+            flags = set(f.read().split())
     except OSError:
-        return False
-    return "amx_bf16" in flags
+        return None
+    if "amx_bf16" in flags:
+        return "AMX-BF16"
+    if "avx512_bf16" in flags:
+        return "AVX512-BF16"
+    return None
+
+
+def _glibc_mallopt() -> Any:
+    """glibc's ``mallopt``, or None on other C libraries and platforms."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
 
 
 def _memory_gib() -> float:
@@ -70,7 +98,8 @@ def _memory_gib() -> float:
         return 0.0
 
 
-_KEYS = {"device", "dtype", "threads", "gradient_checkpointing"}
+_KEYS = {"device", "dtype", "threads", "gradient_checkpointing", "allocator"}
+_ALLOCATORS = ("caching", "system")
 _DTYPES = {
     "float32": "float32",
     "bfloat16": "bfloat16",
@@ -108,12 +137,12 @@ def detect(overrides: dict[str, Any] | None = None, model_params: int | None = N
         reasons["dtype"] = "mps: fp32 is the reliable choice"
     else:
         device, name, memory = "cpu", platform.processor() or platform.machine(), _memory_gib()
-        fast = _cpu_has_fast_bf16()
-        dtype = "bfloat16" if fast else "float32"
+        isa = cpu_bf16_instructions()
+        dtype = "bfloat16" if isa else "float32"
         reasons["dtype"] = (
-            "CPU has AMX bf16 tiles"
-            if fast
-            else "CPU without AMX: fp32 trains several times faster than bf16 autocast"
+            f"CPU has {isa}: bf16 autocast (fp32 master weights) trains faster than fp32"
+            if isa
+            else "CPU without bf16 instructions: fp32 trains several times faster than bf16"
         )
     threads = os.cpu_count() or 1
     reasons["threads"] = "one per core"
@@ -126,7 +155,13 @@ def detect(overrides: dict[str, Any] | None = None, model_params: int | None = N
         if model_params
         else "memory is ample"
     )
-    hw = Hardware(device, dtype, threads, checkpointing, name, round(memory, 1), reasons)
+    allocator = "caching" if device == "cpu" and _glibc_mallopt() else "system"
+    reasons["allocator"] = (
+        "glibc keeps freed tensors for reuse instead of page-faulting fresh memory"
+        if allocator == "caching"
+        else "the platform's allocator is left as is"
+    )
+    hw = Hardware(device, dtype, threads, checkpointing, allocator, name, round(memory, 1), reasons)
     for key, value in overrides.items():
         if key == "dtype":
             if value not in _DTYPES:
@@ -136,6 +171,10 @@ def detect(overrides: dict[str, Any] | None = None, model_params: int | None = N
             value = _DTYPES[value]
         if key == "threads":
             value = int(value)
+        if key == "allocator" and value not in _ALLOCATORS:
+            raise UserError(
+                f"unknown allocator {value!r}", "hardware.allocator", "use caching or system"
+            )
         if key == "gradient_checkpointing":
             value = (
                 value
@@ -147,9 +186,23 @@ def detect(overrides: dict[str, Any] | None = None, model_params: int | None = N
     return hw
 
 
-def apply_threads(hw: Hardware) -> None:
-    """Use every core for intra-op parallelism (torch defaults to physical cores only)."""
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def apply_hardware(hw: Hardware) -> None:
+    """Put ``hw``'s process-wide settings into effect before training or evaluating: every
+    core for intra-op parallelism (torch defaults to physical cores only) and, with the
+    ``caching`` allocator, glibc thresholds that keep freed memory in the process (no
+    ``mmap`` for blocks under 1 GiB, no trimming below 1 GiB free), so the next step's
+    tensors reuse pages that are already mapped. Memory is then returned to the system
+    when the process ends rather than after each step."""
     import torch
 
     if hw.device == "cpu" and torch.get_num_threads() != hw.threads:
         torch.set_num_threads(hw.threads)
+    mallopt = _glibc_mallopt() if hw.allocator == "caching" else None
+    if mallopt is not None:
+        # glibc caps the mmap threshold on some builds; 32 MiB is accepted everywhere.
+        if not mallopt(_M_MMAP_THRESHOLD, 1 << 30):
+            mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        mallopt(_M_TRIM_THRESHOLD, 1 << 30)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from srlm_harness.hardware import detect
+
 PLUGIN = ("--plugin", "demo_plugin")
 
 
@@ -63,15 +65,13 @@ def test_run_twice_is_all_cache_hits_and_a_changed_stage_reruns_only_what_follow
         ("eval", "2:steps", False),
     ]
     assert manifest["environment"]["libraries"]["torch"]
-    assert manifest["hardware"]["dtype"] == "float32"
+    assert manifest["hardware"]["dtype"] == detect().dtype  # the machine's choice, recorded
     stage_model = Path(manifest["steps"][1]["path"])
     assert (stage_model / "config.json").is_file()
     assert manifest["steps"][1]["metrics"] == {"factor": 2.0, "records": 20}
 
-    started = time.perf_counter()
     code, out, err = harness(*PLUGIN, "run", spec)
     assert code == 0, err
-    assert time.perf_counter() - started < 30
     assert stage_log(env) == ["scale", "2.0", "steps", "3"]  # nothing executed again
     manifest2 = json.loads((sorted((store / "runs").iterdir())[-1] / "manifest.json").read_text())
     assert all(s["cached"] for s in manifest2["steps"])

@@ -218,9 +218,9 @@ def evaluate(request: EvalRequest) -> EvalResult:
     check_model_dir(model_dir)
     manager, loaded = load_tasks(request.tasks, request.log)
 
-    from srlm_harness.hardware import apply_threads
+    from srlm_harness.hardware import apply_hardware
 
-    apply_threads(request.hardware)
+    apply_hardware(request.hardware)
     lm, backend, model_args = load_model(request, options)
     groups: dict[bool, list[Any]] = {}
     for task_obj in loaded.values():

@@ -1,0 +1,115 @@
+"""Hardware defaults: the precision rule, overrides, and the allocator setting's real effect."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from srlm_harness import hardware
+from srlm_harness.api import UserError
+
+FLAGS = "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw{extra} xsave\n"
+
+
+def cpuinfo(tmp_path: Path, extra: str) -> str:
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\n" + FLAGS.format(extra=extra))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("extra", "want"),
+    [("", None), (" avx512_bf16", "AVX512-BF16"), (" avx512_bf16 amx_tile amx_bf16", "AMX-BF16"),
+     (" avx512_bf16x", None)],  # a longer flag is not the flag
+)
+def test_bf16_instructions_come_from_the_cpu_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str, want: str | None
+) -> None:
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert hardware.cpu_bf16_instructions(cpuinfo(tmp_path, extra)) == want
+
+
+def test_an_isa_cap_below_bf16_hides_the_instructions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = cpuinfo(tmp_path, " avx512_bf16")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert hardware.cpu_bf16_instructions(info) is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert hardware.cpu_bf16_instructions(info) == "AVX512-BF16"
+    assert hardware.cpu_bf16_instructions(str(tmp_path / "absent")) is None
+
+
+@pytest.mark.parametrize(("isa", "dtype"), [(None, "float32"), ("AVX512-BF16", "bfloat16")])
+def test_cpu_precision_follows_the_instructions(
+    monkeypatch: pytest.MonkeyPatch, isa: str | None, dtype: str
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_bf16_instructions", lambda: isa)
+    hw = hardware.detect()
+    assert (hw.device, hw.dtype) == ("cpu", dtype)
+    assert (isa or "without bf16") in hw.reasons["dtype"]
+    assert dtype in hw.summary()
+
+
+def test_overrides_win_and_bad_ones_name_the_key() -> None:
+    hw = hardware.detect({"dtype": "fp32", "allocator": "system", "threads": "1",
+                          "gradient_checkpointing": "yes"})
+    assert (hw.dtype, hw.allocator, hw.threads, hw.gradient_checkpointing) == (
+        "float32", "system", 1, True)
+    assert hw.reasons["allocator"] == "set in the spec"
+    with pytest.raises(UserError, match="unknown allocator 'jemalloc'") as err:
+        hardware.detect({"allocator": "jemalloc"})
+    assert err.value.where == "hardware.allocator"
+    with pytest.raises(UserError, match="unknown hardware option 'precision'"):
+        hardware.detect({"precision": "bf16"})
+
+
+def test_trainable_models_keep_fp32_master_weights(tiny_model_dir: Path) -> None:
+    import torch
+
+    from srlm_harness_plugins.training import load_model
+
+    hw = hardware.detect({"device": "cpu", "dtype": "bfloat16"})
+    student, _ = load_model(tiny_model_dir, hw)
+    teacher, _ = load_model(tiny_model_dir, hw, trainable=False)
+    assert {p.dtype for p in student.parameters()} == {torch.float32}
+    assert {p.dtype for p in teacher.parameters()} == {torch.bfloat16}
+
+
+PAGE_FAULTS = """
+import json, resource, sys
+import torch
+from srlm_harness.hardware import apply_hardware, detect
+apply_hardware(detect({"allocator": sys.argv[1]}))
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+torch.empty(64 << 18).fill_(1.0)  # 64 MiB, once, so both runs start with it mapped
+before = faults()
+for _ in range(20):
+    torch.empty(64 << 18).fill_(1.0)  # a fresh 64 MiB tensor, freed at once
+print(json.dumps(faults() - before))
+"""
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
+)
+def test_caching_allocator_reuses_freed_memory_instead_of_faulting_fresh_pages() -> None:
+    def faults(allocator: str) -> int:
+        out = subprocess.run([sys.executable, "-c", PAGE_FAULTS, allocator],
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out)
+
+    system, caching = faults("system"), faults("caching")
+    # Each fresh 64 MiB mapping faults in 16,384 pages: 20 of them is ~330k faults.
+    assert system > 20 * 10_000
+    assert caching < system / 10
