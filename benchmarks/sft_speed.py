@@ -23,7 +23,8 @@ byte-level BPE tokenizer trained on the spot; the data is the first GSM8K traini
 Wall time covers loading, data preparation, training and saving the model.
 
     python benchmarks/sft_speed.py [--steps 20] [--batch-size 8] [--only harness]
-    python benchmarks/sft_speed.py --model runs/models/gguf-<sha>-v1 --steps 3 --records 48
+    python benchmarks/sft_speed.py --model runs/models/gguf-<sha>-v1 --steps 6 --repeat 2
+    python benchmarks/sft_speed.py --model runs/models/gguf-<sha>-v1 --steps 6 --cpu-isa avx2
 """
 
 from __future__ import annotations
@@ -185,7 +186,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--records", type=int, default=256)
+    parser.add_argument("--records", type=int, help="training records (default: steps x "
+                        "batch size, one epoch, so every variant trains on the same records)")
     parser.add_argument("--only", choices=VARIANTS, action="append")
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant (best is kept)")
     parser.add_argument("--cpu-isa", choices=["avx2", "avx512"],
@@ -200,6 +202,12 @@ def main() -> None:
                         "the harness converted it under runs/models/); default: a random "
                         "18M-parameter Qwen2")
     args = parser.parse_args()
+    if args.records is None:
+        args.records = args.steps * args.batch_size
+    elif args.records > args.steps * args.batch_size:
+        print(f"note: {args.records} records but {args.steps} steps of {args.batch_size}: the "
+              "length-grouped variants (hand-tuned, harness) then train on the longest "
+              "records, the others on a random subset", file=sys.stderr)
     if args.variant:
         return child(args)
 

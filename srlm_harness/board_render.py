@@ -43,6 +43,17 @@ class Ranking:
     partial: list[Row] = field(default_factory=list)
 
 
+_PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def pipeline_label(entry: dict[str, Any]) -> str:
+    """The pipeline as a row shows it: its stages, and the precision it ran in (the same
+    pipeline in fp32 and in bf16 are two results)."""
+    dtype = (entry.get("hardware") or {}).get("dtype")
+    label = entry["pipeline"]["label"]
+    return f"{label} ({_PRECISION.get(dtype, dtype)})" if dtype else label
+
+
 def column_key(score: dict[str, Any]) -> str:
     return f"{score['task']}|{score['metric']}"
 
@@ -173,7 +184,7 @@ def render_markdown(name: str, ranking: Ranking) -> str:
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
             entry = row.entry
-            cells = [str(row.rank), _md(entry["model"]["ref"]), _md(entry["pipeline"]["label"])]
+            cells = [str(row.rank), _md(entry["model"]["ref"]), _md(pipeline_label(entry))]
             for c in ranking.columns:
                 cells += [
                     format_score(row.scores.get(c), score_stderr(entry, c), c in percent),
@@ -254,7 +265,7 @@ def _table(ranking: Ranking, rows: list[Row], table_id: str, percent: set[str]) 
     out.append("</tr></thead><tbody>")
     for row in rows:
         entry = row.entry
-        model, label = entry["model"]["ref"], entry["pipeline"]["label"]
+        model, label = entry["model"]["ref"], pipeline_label(entry)
         cells = [
             _td(str(row.rank), row.rank, True),
             _td(model, model, css="name"),
@@ -296,7 +307,7 @@ def _chart(ranking: Ranking, percent: set[str]) -> str:
     ]
     for i, row in enumerate(rows):
         y = 10 + i * (bar_h + gap)
-        label = f"{row.entry['model']['ref']} · {row.entry['pipeline']['label']}"
+        label = f"{row.entry['model']['ref']} · {pipeline_label(row.entry)}"
         label += " (partial)" if row.entry["partial"] else ""
         w = max(0.0, row.scores[key]) / top * width
         fill = "#bf8700" if row.entry["partial"] else "#0969da"
@@ -328,7 +339,7 @@ def render_html(name: str, ranking: Ranking) -> str:
         {
             "id": r.entry["id"],
             "model": r.entry["model"]["ref"],
-            "pipeline": r.entry["pipeline"]["label"],
+            "pipeline": pipeline_label(r.entry),
             "partial": r.entry["partial"],
             "run_id": r.entry["run_id"],
             "scores": r.scores,

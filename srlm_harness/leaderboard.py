@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, NamedTuple, cast
 
 from srlm_harness.api import UserError
 from srlm_harness.leaderboard_schema import (  # noqa: F401 - re-exported
@@ -374,6 +374,30 @@ def _copy_samples(board_dir: Path, sources: dict[str, Path]) -> None:
         os.replace(tmp, final)
 
 
+class Published(NamedTuple):
+    """Where an entry went; ``new`` is False when the board already had the same results."""
+
+    location: str
+    new: bool = True
+
+
+def _results_identity(entry: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two entries the same result: their evaluations' content keys (which cover
+    the model, every stage, the tasks, limit, seed and precision)."""
+    base = entry.get("base") or {}
+    return (entry["final"]["key"], base.get("key"))
+
+
+def published_copy(board_dir: Path, entry: dict[str, Any]) -> Path | None:
+    """The board's entry with the same results as ``entry`` (a re-run of a cached pipeline,
+    or the same run published twice), if there is one."""
+    wanted = _results_identity(entry)
+    for path, data in board_entries(board_dir)[0]:
+        if _results_identity(data) == wanted:
+            return path
+    return None
+
+
 def publish_run(
     manifest: dict[str, Any],
     target: str,
@@ -382,15 +406,16 @@ def publish_run(
     root: str | Path | None = None,
     registry: Any = None,
     store: Any = None,
-) -> str:
+) -> Published:
     """Build an entry from a run manifest and publish it with the named publisher.
 
     For ``folder`` the target is a board name (``gsm8k`` or ``leaderboards/gsm8k``): the
-    sample logs are copied into the board, the entry written, and the board re-rendered.
-    Other publishers get the target as they take it (``hf``: a file or folder path).
-    ``registry`` defaults to one built from the installed plugins; ``store`` (a Store or
-    its root) resolves sample-log paths recorded relative to the store. Returns where the
-    entry went.
+    sample logs are copied into the board, the entry written, and the board re-rendered;
+    when the board already holds an entry with the same results, nothing is written and
+    that entry is returned with ``new=False``. Other publishers get the target as they take
+    it (``hf``: a file or folder path). ``registry`` defaults to one built from the
+    installed plugins; ``store`` (a Store or its root) resolves sample-log paths recorded
+    relative to the store.
     """
     if registry is None:
         from srlm_harness.plugins import load_plugins
@@ -399,12 +424,17 @@ def publish_run(
         registry = Registry(load_plugins())
     chosen = registry.publishers.get(publisher, "--publisher")
     if publisher != "folder":
-        return chosen.publish(build_entry(manifest, store=store), target)
+        return Published(chosen.publish(build_entry(manifest, store=store), target))
     board_dir = board_path(target, root)  # checked before any work
     entry, sources = _build(manifest, "run manifest", store)
-    _copy_samples(board_dir, sources)
-    location = chosen.publish(entry, str(board_dir))
+    with board_lock(board_dir):  # so two publishers of one result cannot both write it
+        existing = published_copy(board_dir, entry)
+        if existing is None:
+            _copy_samples(board_dir, sources)
+            location = chosen.publish(entry, str(board_dir))
+    if existing is not None:
+        return Published(str(existing), new=False)
     from srlm_harness.board_render import render_board
 
     render_board(board_dir)
-    return location
+    return Published(location)

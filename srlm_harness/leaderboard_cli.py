@@ -112,10 +112,14 @@ def publish(
     elif not target:
         raise UserError(f"publisher {publisher!r} needs --target", "--target")
     store = store or getattr(ctx.find_root().obj, "store_root", None)
-    location = publish_run(
+    published = publish_run(
         manifest, target, publisher, root=_root(ctx), registry=registry, store=store
     )
-    click.echo(f"published {manifest.get('run_id')} -> {location}")
+    if published.new:
+        click.echo(f"published {manifest.get('run_id')} -> {published.location}")
+    else:
+        click.echo(f"{manifest.get('run_id')}: already on the board (same results) as "
+                   f"{published.location}")
 
 
 @leaderboard.command()
@@ -196,6 +200,7 @@ def show(ctx: click.Context, board: str, by: str | None) -> None:
         format_delta,
         format_score,
         percent_columns,
+        pipeline_label,
         rank_entries,
         score_stderr,
     )
@@ -219,7 +224,7 @@ def show(ctx: click.Context, board: str, by: str | None) -> None:
             table.add_column("Δ base", justify="right")
         table.add_column("Run", overflow="fold")
         for row in rows:
-            cells = [str(row.rank), row.entry["model"]["ref"], row.entry["pipeline"]["label"]]
+            cells = [str(row.rank), row.entry["model"]["ref"], pipeline_label(row.entry)]
             for c in ranking.columns:
                 cells += [
                     format_score(row.scores.get(c), score_stderr(row.entry, c), c in percent),

@@ -84,10 +84,13 @@ def publish_from_spec(session: Any, manifest: dict[str, Any], publish: Any) -> N
     from srlm_harness.leaderboard import publish_run
 
     target, publisher = publish_target(publish)
-    location = publish_run(
+    published = publish_run(
         manifest, target, publisher=publisher, registry=session.registry, store=session.store
     )
-    console.print(f"  leaderboard entry written: [bold]{location}[/]")
+    if published.new:
+        console.print(f"  leaderboard entry written: [bold]{published.location}[/]")
+    else:
+        console.print(f"  already on the leaderboard (same results): [bold]{published.location}[/]")
 
 
 def show_plugins(plugins: Any) -> None:

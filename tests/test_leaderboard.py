@@ -194,7 +194,10 @@ def test_unfinished_runs_are_not_published(store: Path) -> None:
 # --------------------------------------------------------------------------- publishing & CLI
 
 
-def test_publish_validate_show_render_from_the_cli(store: Path, boards: Path, harness) -> None:
+def test_publish_validate_show_render_from_the_cli(
+    store: Path, boards: Path, harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "160")  # a wide terminal: table cells are not folded
     make_run(store, "20261127T013000-aa", 0.7, base_accuracy=0.3)
     make_run(store, "20261127T013000-bb", 0.5, base_accuracy=0.3, model="org/other")
     make_run(store, "20261127T013000-cc", 0.9, limit=40, model="org/limited")
@@ -208,6 +211,14 @@ def test_publish_validate_show_render_from_the_cli(store: Path, boards: Path, ha
     board = boards / "gsm8k"
     assert len(list((board / "entries").glob("*.json"))) == 3
     assert len(list((board / "samples").glob("*.jsonl.gz"))) == 6
+    # Publishing the same results again (the same run, or a re-run of a cached pipeline)
+    # points at the entry already there instead of adding a copy.
+    [first] = [p for p in (board / "entries").glob("*.json")
+               if json.loads(p.read_text())["run_id"] == "20261127T013000-aa"]
+    code, out, err = harness("leaderboard", "publish", "20261127T013000-aa")
+    assert code == 0, err
+    assert "already on the board (same results)" in out and first.name in out
+    assert len(list((board / "entries").glob("*.json"))) == 3
 
     code, out, err = harness("leaderboard", "validate", "gsm8k")
     assert (code, out.strip()) == (0, "ok: 3 entries valid"), err
@@ -218,9 +229,11 @@ def test_publish_validate_show_render_from_the_cli(store: Path, boards: Path, ha
     assert ranked.index("org/tiny-model") < ranked.index("org/other")
     assert "org/limited" in partial and "org/limited" not in ranked
     assert "+40.0 pp" in ranked  # 0.7 vs its base 0.3
+    assert "sft → grpo (fp32)" in ranked
 
     readme = (board / "README.md").read_text()
     assert readme.index("org/tiny-model") < readme.index("org/other") < readme.index("org/limited")
+    assert "| sft → grpo (fp32) |" in readme  # the precision tells fp32 and bf16 runs apart
     code, out, err = harness("leaderboard", "render", "gsm8k")
     assert code == 0 and (board / "index.html").is_file()
 

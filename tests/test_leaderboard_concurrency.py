@@ -1,4 +1,5 @@
-"""Many publishers at once lose no entry: 8 processes publish 25 entries each to one board."""
+"""Many publishers at once lose no entry: 8 processes publish 25 entries each to one board,
+and publishers racing to publish one result write it once."""
 
 from __future__ import annotations
 
@@ -14,12 +15,24 @@ from srlm_harness.leaderboard import publish_run, validate_board
 PROCESSES, EACH = 8, 25
 
 
-def _publish_many(manifest: dict, root: str, count: int) -> list[str]:
+def _publish_many(manifest: dict, root: str, count: int, vary: bool = True) -> list[str]:
+    """Publish ``count`` results of ``manifest``'s run: distinct final evaluations (as many
+    checkpoints of one run would have) unless ``vary`` is False."""
     from srlm_harness.plugins import load_plugins
     from srlm_harness.registry import Registry
 
     registry = Registry(load_plugins())
-    return [publish_run(manifest, "gsm8k", root=root, registry=registry) for _ in range(count)]
+    locations = []
+    for j in range(count):
+        copy = copy_manifest(manifest)
+        if vary:
+            copy["steps"][-1]["key"] = f"{manifest['steps'][-1]['key'][:60]}{j:04d}"
+        locations.append(publish_run(copy, "gsm8k", root=root, registry=registry).location)
+    return locations
+
+
+def copy_manifest(manifest: dict) -> dict:
+    return json.loads(json.dumps(manifest))
 
 
 def test_concurrent_publishers_lose_no_entry(tmp_path: Path) -> None:
@@ -44,3 +57,15 @@ def test_concurrent_publishers_lose_no_entry(tmp_path: Path) -> None:
             if line.startswith("| ") and "run" in line.split("|")[-3]]
     assert len(rows) == PROCESSES * EACH
     assert render_board(board) == []
+
+
+def test_racing_publishers_of_one_result_write_one_entry(tmp_path: Path) -> None:
+    store, root = tmp_path / "store", tmp_path / "leaderboards"
+    manifest = make_run(store, "run0", 0.5)
+    context = multiprocessing.get_context("fork")
+    with context.Pool(4) as pool:
+        results = pool.starmap(_publish_many, [(manifest, str(root), 3, False)] * 4)
+    files = list((root / "gsm8k" / "entries").glob("*.json"))
+    assert len(files) == 1
+    assert {loc for batch in results for loc in batch} == {str(files[0])}
+    assert validate_board(root / "gsm8k") == []
