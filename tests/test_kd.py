@@ -9,6 +9,7 @@ import pytest
 from test_sft import arithmetic_records, make_ctx
 
 from srlm_harness.api import StageType, UserError
+from srlm_harness.hardware import detect
 from srlm_harness.testing import make_tiny_model, make_tokenizer
 from srlm_harness_plugins import kd, training
 
@@ -142,11 +143,17 @@ def test_existing_trace_dataset_needs_no_teacher(tmp_path: Path, models) -> None
     assert [r.role for r in kd.references(config)] == ["traces"]
 
 
-def test_logit_distillation_moves_the_student_towards_the_teacher(tmp_path: Path, models) -> None:
+# bfloat16: the teacher runs in bf16 weights, the student in fp32 master weights under
+# bf16 autocast (what a CPU with AVX512-BF16 or a GPU gets by default).
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_logit_distillation_moves_the_student_towards_the_teacher(
+    tmp_path: Path, models, dtype: str
+) -> None:
     train, held_out = arithmetic_records(32), arithmetic_records(6, seed=1)
     config = kd.KdConfig(mode="logits", teacher="teacher", loss="forward_kl",
                          on_policy_fraction=0.0, max_steps=12, lr=5e-3, batch_size=8)
-    ctx = make_ctx(tmp_path, models["student"], config, train, resolve_model=resolver(models))
+    ctx = make_ctx(tmp_path, models["student"], config, train, resolve_model=resolver(models),
+                   hardware=detect({"dtype": dtype, "gradient_checkpointing": False}))
     kd.preflight(ctx)
     before = teacher_kl(models["student"], models["teacher"], held_out)
     metrics = kd.run(ctx).metrics

@@ -94,10 +94,12 @@ def test_prompt_formats_and_targets() -> None:
     assert chat["completion"] == [{"role": "assistant", "content": "4"}]
 
 
-def test_full_sft_lowers_the_answer_loss(tmp_path: Path, tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # bf16: autocast, fp32 weights
+def test_full_sft_lowers_the_answer_loss(tmp_path: Path, tiny_model_dir: Path, dtype: str) -> None:
     records = arithmetic_records()
     config = sft.SftConfig(max_steps=30, lr=3e-3, batch_size=8, logging_steps=5)
-    ctx = make_ctx(tmp_path, tiny_model_dir, config, records)
+    ctx = make_ctx(tmp_path, tiny_model_dir, config, records,
+                   hardware=detect({"dtype": dtype, "gradient_checkpointing": False}))
     before = completion_nll(tiny_model_dir, records[:8])
     result = sft.run(ctx)
     after = completion_nll(ctx.output_dir, records[:8])
