@@ -202,6 +202,8 @@ def main() -> None:
                         "the harness converted it under runs/models/); default: a random "
                         "18M-parameter Qwen2")
     args = parser.parse_args()
+    if any("=" not in kv for kv in args.hardware or []):
+        parser.error("--hardware takes KEY=VALUE, e.g. allocator=system")
     if args.records is None:
         args.records = args.steps * args.batch_size
     elif args.records > args.steps * args.batch_size:

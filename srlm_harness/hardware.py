@@ -155,12 +155,16 @@ def detect(overrides: dict[str, Any] | None = None, model_params: int | None = N
         if model_params
         else "memory is ample"
     )
-    allocator = "caching" if device == "cpu" and _glibc_mallopt() else "system"
-    reasons["allocator"] = (
-        "glibc keeps freed tensors for reuse instead of page-faulting fresh memory"
-        if allocator == "caching"
-        else "the platform's allocator is left as is"
-    )
+    # Kept memory is not returned to the system until the process ends: not when memory is
+    # tight (checkpointing on), where holding the peak could run out.
+    allocator = "system"
+    if device != "cpu" or not _glibc_mallopt():
+        reasons["allocator"] = "the platform's allocator is left as is"
+    elif checkpointing:
+        reasons["allocator"] = "memory is tight: freed memory goes back to the system"
+    else:
+        allocator = "caching"
+        reasons["allocator"] = "glibc keeps freed tensors for reuse instead of page-faulting"
     hw = Hardware(device, dtype, threads, checkpointing, allocator, name, round(memory, 1), reasons)
     for key, value in overrides.items():
         if key == "dtype":
@@ -193,9 +197,10 @@ def apply_hardware(hw: Hardware) -> None:
     """Put ``hw``'s process-wide settings into effect before training or evaluating: every
     core for intra-op parallelism (torch defaults to physical cores only) and, with the
     ``caching`` allocator, glibc thresholds that keep freed memory in the process (no
-    ``mmap`` for blocks under 1 GiB, no trimming below 1 GiB free), so the next step's
-    tensors reuse pages that are already mapped. Memory is then returned to the system
-    when the process ends rather than after each step."""
+    ``mmap`` for blocks under 1 GiB, or 32 MiB where glibc caps the threshold there; no
+    trimming below 1 GiB free), so the next step's tensors reuse pages that are already
+    mapped. The setting is process-wide and stays: memory is returned to the system when
+    the process ends rather than after each step."""
     import torch
 
     if hw.device == "cpu" and torch.get_num_threads() != hw.threads:

@@ -246,7 +246,8 @@ def board_path(board: str, root: str | Path | None = None) -> Path:
 
 @contextmanager
 def board_lock(board_dir: Path) -> Iterator[None]:
-    """Serialise board re-renders across processes (entries themselves need no lock)."""
+    """Serialise board re-renders, and the check-then-write of an entry, across processes
+    (on systems without ``fcntl`` both may race: renders are redone, duplicates possible)."""
     entries = board_dir / "entries"
     entries.mkdir(parents=True, exist_ok=True)
     try:
@@ -432,9 +433,9 @@ def publish_run(
         if existing is None:
             _copy_samples(board_dir, sources)
             location = chosen.publish(entry, str(board_dir))
-    if existing is not None:
-        return Published(str(existing), new=False)
     from srlm_harness.board_render import render_board
 
-    render_board(board_dir)
+    render_board(board_dir)  # also when nothing was written: repairs an interrupted render
+    if existing is not None:
+        return Published(str(existing), new=False)
     return Published(location)
