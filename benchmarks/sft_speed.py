@@ -68,26 +68,12 @@ def gsm8k_records(n: int) -> list[dict]:
 
 def build_model(path: Path, records: list[dict]) -> Path:
     """A ~17M-parameter random Qwen2 with a 2,000-token BPE tokenizer trained on the data."""
-    import torch
-    from transformers import AutoModelForCausalLM, Qwen2Config
-
-    from srlm_harness.testing import make_tokenizer
+    from srlm_harness.testing import make_tiny_model, make_tokenizer
 
     corpus = [r["prompt"] for r in records] + [r["solution"] for r in records]
-    tokenizer = make_tokenizer(2000, corpus)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=384, intermediate_size=1536,
-        num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
-        max_position_embeddings=2048, tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return make_tiny_model(path, hidden_size=384, layers=8, tokenizer=make_tokenizer(2000, corpus),
+                           intermediate_size=1536, num_attention_heads=8,
+                           max_position_embeddings=2048)
 
 
 def chat_examples(records: list[dict]) -> list[dict]:

@@ -299,8 +299,7 @@ def srlm_register_stages(register):  # type: ignore[no-untyped-def]
     register(
         StageType(
             name="grpo",
-            # 2: trainable weights stay fp32 under bf16/fp16 (autocast); 1 trained bf16 weights.
-            version="2",
+            version=training.STAGE_VERSION,
             config=GrpoConfig,
             run=run,
             description="GRPO reinforcement learning with weighted rule-based rewards, via TRL",

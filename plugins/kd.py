@@ -377,8 +377,7 @@ def srlm_register_stages(register):  # type: ignore[no-untyped-def]
     register(
         StageType(
             name="kd",
-            # 2: trainable weights stay fp32 under bf16/fp16 (autocast); 1 trained bf16 weights.
-            version="2",
+            version=training.STAGE_VERSION,
             config=KdConfig,
             run=run,
             description="knowledge distillation: SFT on teacher traces, or teacher logits (GKD)",

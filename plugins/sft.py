@@ -117,8 +117,7 @@ def srlm_register_stages(register):  # type: ignore[no-untyped-def]
     register(
         StageType(
             name="sft",
-            # 2: trainable weights stay fp32 under bf16/fp16 (autocast); 1 trained bf16 weights.
-            version="2",
+            version=training.STAGE_VERSION,
             config=SftConfig,
             run=run,
             description="supervised fine-tuning (full or LoRA) on worked solutions, via TRL",

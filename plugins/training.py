@@ -20,6 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from srlm_harness.api import StageContext, UserError
 from srlm_harness.hardware import Hardware, apply_hardware
 
+#: Version of the stages built on these helpers (sft, kd, grpo), part of their cache keys.
+#: 2: trainable weights stay fp32 under bf16/fp16 (autocast); 1 trained bf16 weights.
+STAGE_VERSION = "2"
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 

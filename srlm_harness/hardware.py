@@ -15,6 +15,7 @@ The choices are printed, recorded in every manifest, and each can be overridden 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 from dataclasses import asdict, dataclass, field
@@ -81,6 +82,7 @@ def cpu_bf16_instructions(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     return None
 
 
+@functools.cache
 def _glibc_mallopt() -> Any:
     """glibc's ``mallopt``, or None on other C libraries and platforms."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":

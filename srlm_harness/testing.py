@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -72,8 +73,10 @@ def make_tiny_model(
     vocab_size: int = 400,
     seed: int = 0,
     tokenizer=None,  # type: ignore[no-untyped-def]
+    **config: Any,
 ) -> Path:
-    """Write a tiny random causal LM + tokenizer to ``path`` and return it."""
+    """Write a tiny random causal LM + tokenizer to ``path`` and return it; ``config``
+    overrides model config fields (e.g. ``intermediate_size``, ``num_attention_heads``)."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
@@ -92,9 +95,10 @@ def make_tiny_model(
         bos_token_id=None,
         tie_word_embeddings=True,
     )
-    config = Qwen2Config(**common) if arch == "qwen2" else LlamaConfig(**common)
+    common.update(config)
+    model_config = Qwen2Config(**common) if arch == "qwen2" else LlamaConfig(**common)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
+    model = AutoModelForCausalLM.from_config(model_config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(path)
