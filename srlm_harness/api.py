@@ -79,8 +79,73 @@ class StageContext:
     #: ``progress(done, total, description)`` drives the stage's progress bar.
     progress: Callable[[int, int, str], None]
     log: Callable[[str], None]
+    #: The stage's name in the pipeline (``sft``), and its 0-based position there.
     stage_name: str = ""
     index: int = 0
+    #: The input model's cache key: what the input model is, for caches of your own.
+    input_key: str = ""
+    #: A store folder for this stage type that outlives runs (keyed caches such as
+    #: sampled completions; ``work_dir`` is emptied once the stage finishes).
+    cache_dir: Path | None = None
+    #: The running stage's type, and a lookup of other registered stages (for run_stage).
+    stage_type: StageType | None = None
+    find_stage: Callable[[str], StageType] | None = None
+
+    def _used(self, name: str) -> StageType:
+        where = f"stage {self.stage_name or '?'}"
+        if self.find_stage is None or self.stage_type is None:
+            raise UserError(f"run_stage('{name}') needs a context built by the harness", where)
+        if name not in self.stage_type.uses:
+            raise UserError(
+                f"stage '{self.stage_type.name}' runs '{name}' without declaring it",
+                where,
+                f"add uses={{'{name}': ...}} to its StageType (the key needs {name}'s version)",
+            )
+        return self.find_stage(name)
+
+    def stage_config(self, name: str, options: Any = None) -> BaseModel:
+        """``options`` (a mapping, ``None`` or a config instance) validated by the config
+        class of stage ``name``, which this stage declares in ``StageType.uses``."""
+        from pydantic import ValidationError
+
+        stage = self._used(name)
+        if isinstance(options, stage.config):
+            return options
+        try:
+            return stage.config.model_validate(dict(options or {}))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            raise UserError(f"{name}.{key}: {err['msg']}", f"stage {self.stage_name}") from None
+
+    def _child(self, name: str, options: Any) -> StageContext:
+        import dataclasses
+
+        return dataclasses.replace(
+            self,
+            config=self.stage_config(name, options),
+            stage_name=f"{self.stage_name}/{name}",
+            checkpoint_dir=Path(self.checkpoint_dir) / name,
+            stage_type=self.find_stage(name) if self.find_stage else None,
+        )
+
+    def run_stage(
+        self, name: str, options: Any, records: list[dict[str, Any]]
+    ) -> StageResult:
+        """Train ``input_model`` into ``output_dir`` on ``records`` with another registered
+        stage's trainer (its ``StageType.train``), configured by ``options``."""
+        stage = self._used(name)
+        if stage.train is None:
+            raise UserError(f"stage '{name}' cannot train on given records (no train)",
+                            f"stage {self.stage_name}")
+        result = stage.train(self._child(name, options), records)
+        return result if isinstance(result, StageResult) else StageResult(dict(result or {}))
+
+    def preflight_stage(self, name: str, options: Any) -> None:
+        """Run stage ``name``'s preflight checks with ``options`` (from your preflight)."""
+        stage = self._used(name)
+        if stage.preflight is not None:
+            stage.preflight(self._child(name, options))
 
 
 @dataclass
@@ -107,7 +172,24 @@ class StageType:
     #: Bump when the stage's behaviour changes so cached outputs of the old one are not reused.
     version: str = "1"
     #: Checked before anything runs (after the whole spec validated): raise UserError.
+    #: ``plan`` runs it too, so keep it cheap (read configs, build on the meta device).
     preflight: Callable[[StageContext], None] | None = None
+    #: Other stages this one runs with ``ctx.run_stage``: stage name -> the config field
+    #: holding that stage's options (``""`` for none). The spec validates those options
+    #: against the other stage's config (errors point at file:line) and the other stage's
+    #: version and plugin join this stage's cache key.
+    uses: Mapping[str, str] = field(default_factory=dict)
+    #: ``train(ctx, records)``: train ``ctx.input_model`` on the given standard records
+    #: (``ctx.config`` is this stage's validated config) into ``ctx.output_dir``. Lets
+    #: other stages reuse this one through ``ctx.run_stage``.
+    train: Callable[[StageContext, list[dict[str, Any]]], StageResult] | None = None
+    #: The config field that holds ``{reward name: weight or {weight, ...options}}``: the
+    #: spec validates each reward's options there, and third-party rewards' plugin
+    #: versions join the cache key.
+    rewards_field: str | None = None
+    #: Metric keys the live summary shows after the stage (default: the usual loss and
+    #: reward keys, then the first other numbers it reports).
+    summary: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- rewards
@@ -120,12 +202,27 @@ RewardFunction = Callable[..., list[float]]
 
 @dataclass
 class Reward:
-    """A named reward for RL stages. ``columns`` are dataset columns the function needs."""
+    """A named reward for RL stages. ``columns`` are dataset columns the function needs.
+
+    ``options`` (a pydantic class) validates what a spec writes after the weight,
+    ``rewards: {NAME: {weight: 0.5, max_tokens: 64}}``; the validated values reach the
+    function as keyword arguments of those names on every call.
+    """
 
     name: str
     function: RewardFunction
     description: str = ""
     columns: tuple[str, ...] = ()
+    options: type[BaseModel] | None = None
+
+
+def reward_setting(value: Any) -> tuple[float, dict[str, Any]]:
+    """``(weight, options)`` of one ``rewards:`` entry: a number is a weight; a mapping has
+    an optional ``weight`` (default 1.0) and the reward's options."""
+    if isinstance(value, Mapping):
+        options = {k: v for k, v in value.items() if k != "weight"}
+        return float(value.get("weight", 1.0)), options
+    return float(value), {}
 
 
 # --------------------------------------------------------------------------- datasets
@@ -163,8 +260,12 @@ class Task:
     description: str = ""
     evaluator: str = "lm-eval"
     include_path: Path | None = None
-    #: Which verifier family scores it (``gsm8k``, ``math``, ``reasoning_gym``), if any.
+    #: Which verifier family scores it (``gsm8k``, ``math``, ``reasoning_gym``), if any:
+    #: its code joins the eval key, and strategies judge samples for this task with it.
     verifier: str | None = None
+    #: Files or folders the task reads outside ``include_path`` that its configs do not
+    #: name (data a loader opens by itself, say); their contents join the eval key.
+    files: tuple[Path, ...] = ()
 
 
 @dataclass

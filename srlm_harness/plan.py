@@ -4,6 +4,10 @@ A stage's key hashes everything its output depends on: the input model's key, th
 type, version and plugin version, the validated config, the identity of every dataset and
 extra model it reads, the seed and the training dtype. Two pipelines that share a prefix
 therefore share keys, and the shared part is built once.
+
+Whatever a step reads from another distribution's plugin (a dataset, a task, a reward, a
+stage it runs) adds that plugin's name and version, so a new release of it re-runs the step;
+things from the step's own distribution are covered by its own plugin version already.
 """
 
 from __future__ import annotations
@@ -144,6 +148,42 @@ def dataset_identity(registry: Registry, value: Any, where: str) -> dict[str, An
     }
 
 
+def provider(
+    registry: Registry, owner: str, beside: str, plugin_versions: dict[str, str]
+) -> list[str] | None:
+    """``[plugin, version]`` of the plugin ``owner`` that provides something a step reads,
+    or ``None`` when it ships with ``beside`` (whose version the key already holds)."""
+    if registry.plugins.same_distribution(owner, beside):
+        return None
+    return [owner, plugin_versions.get(owner, "?")]
+
+
+def stage_parts(
+    registry: Registry, stage: StageSpec, owner: str, plugin_versions: dict[str, str]
+) -> dict[str, Any]:
+    """What a stage's key holds besides its own identity: the stages it runs (their
+    versions and plugins) and third-party rewards it is configured with."""
+    parts: dict[str, Any] = {}
+    uses = []
+    for name in sorted(stage.type.uses):
+        inner = registry.stages.get(name, where=stage.where)
+        inner_owner = registry.stages.owner(name)
+        uses.append([name, inner.version, inner_owner, plugin_versions.get(inner_owner, "?")])
+    if uses:
+        parts["uses"] = uses
+    field_name = stage.type.rewards_field
+    if field_name:
+        rewards = {}
+        for name in sorted(getattr(stage.config, field_name) or {}):
+            registry.rewards.get(name, where=stage.where)
+            found = provider(registry, registry.rewards.owner(name), owner, plugin_versions)
+            if found:
+                rewards[name] = found
+        if rewards:
+            parts["rewards"] = rewards
+    return parts
+
+
 def make_plan(
     pipeline: Pipeline,
     registry: Registry,
@@ -167,17 +207,26 @@ def make_plan(
             evaluator = registry.evaluators.get(name, where=f"task {tasks[0].name}")
             owner = registry.evaluators.owner(name)
             fingerprint = evaluator.fingerprint(tasks, evaluate.options)
-            key = digest(
-                {
-                    "format": CACHE_FORMAT,
-                    "model": model_key,
-                    "evaluator": [name, evaluator.version, plugin_versions.get(owner, "?")],
-                    "tasks": fingerprint,
-                    "limit": evaluate.limit,
-                    "seed": pipeline.seed,
-                    "dtype": hardware.dtype,
-                }
-            )
+            recipe: dict[str, Any] = {
+                "format": CACHE_FORMAT,
+                "model": model_key,
+                "evaluator": [name, evaluator.version, plugin_versions.get(owner, "?")],
+                "tasks": fingerprint,
+                "limit": evaluate.limit,
+                "seed": pipeline.seed,
+                "dtype": hardware.dtype,
+            }
+            # Tasks from another distribution: its release may change them (code, data).
+            task_plugins = {
+                task.name: found
+                for task in tasks
+                if task.name in registry.tasks
+                and (found := provider(
+                    registry, registry.tasks.owner(task.name), owner, plugin_versions))
+            }
+            if task_plugins:
+                recipe["task_plugins"] = task_plugins
+            key = digest(recipe)
             plan.steps.append(
                 EvalStep(
                     label,
@@ -197,17 +246,21 @@ def make_plan(
 
     input_key = base_key
     for stage in pipeline.stages:
+        owner = registry.stages.owner(stage.name)
         references = []
         for ref in stage.type.references(stage.config):
             if ref.kind == "dataset":
                 ident = dataset_identity(registry, ref.value, stage.where)
+                source_owner = registry.datasets.owner(ident["name"])
+                found = provider(registry, source_owner, owner, plugin_versions)
+                if found:
+                    ident["plugin"] = found
             else:
                 ident = {
                     "model": ref.value,
                     "identity": identify_model(registry, ref.value, stage.where)[0],
                 }
             references.append({"kind": ref.kind, "role": ref.role, **ident})
-        owner = registry.stages.owner(stage.name)
         version = plugin_versions.get(owner, "?")
         key = digest(
             {
@@ -218,6 +271,7 @@ def make_plan(
                 "references": references,
                 "seed": pipeline.seed,
                 "dtype": hardware.dtype,
+                **stage_parts(registry, stage, owner, plugin_versions),
             }
         )
         step = StageStep(stage.index, stage.name, stage, input_key, key, owner, version, references)

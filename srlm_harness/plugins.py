@@ -32,6 +32,8 @@ class PluginInfo:
     module: str
     error: str | None = None
     hooks: list[str] = field(default_factory=list)
+    #: The installed distribution that provides it (``None`` for a --plugin module).
+    dist: str | None = None
 
 
 class _Manager(pluggy.PluginManager):
@@ -118,6 +120,13 @@ class Plugins:
                 )
                 continue
             self.add(ep.name, plugin, origin, version)
+            self.infos[ep.name].dist = dist.name if dist is not None else None
+
+    def same_distribution(self, a: str, b: str) -> bool:
+        """Whether plugins ``a`` and ``b`` ship in one distribution (so one version)."""
+        dist_a = self.infos[a].dist if a in self.infos else None
+        dist_b = self.infos[b].dist if b in self.infos else None
+        return (dist_a or a) == (dist_b or b)
 
     def load_module(self, path: str) -> None:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from importlib.metadata import version
 from pathlib import Path
@@ -112,29 +113,139 @@ def tree_sha256(path: Path, patterns: tuple[str, ...] = ("*.yaml", "*.py")) -> s
     """sha256 over the files of a folder matching ``patterns`` (names and contents)."""
     digest = hashlib.sha256()
     files = sorted({p for pattern in patterns for p in path.rglob(pattern)
-                    if "__pycache__" not in p.parts})
+                    if p.is_file() and "__pycache__" not in p.parts})
     for file in files:
         digest.update(str(file.relative_to(path)).encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()
 
 
+def path_sha256(path: Path) -> str:
+    """sha256 of a file, or of every file in a folder (names and contents)."""
+    if path.is_dir():
+        return tree_sha256(path, ("*",))
+    return task_data.file_sha256(path)
+
+
+def verifier_sha256() -> str:
+    """The verifiers' code: what ``Task.verifier`` families score with."""
+    return tree_sha256(PACKAGE_DIR / "verifiers", ("*.py",))
+
+
 def task_identity(task: Task) -> dict[str, Any]:
     """What determines a task's config and data, cheaply (no lm-eval import)."""
     if task.include_path is None:
         # Built-in configs are part of the installed lm-eval, identified by its version.
-        return {"name": task.name, "builtin": lm_eval_version()}
-    identity: dict[str, Any] = {"name": task.name, "config": tree_sha256(Path(task.include_path))}
-    if Path(task.include_path).resolve() == TASKS_DIR:
+        identity: dict[str, Any] = {"name": task.name, "builtin": lm_eval_version()}
+    elif Path(task.include_path).resolve() == TASKS_DIR:
+        identity = {"name": task.name, "config": tree_sha256(Path(task.include_path))}
         # Our configs also run our code (loaders, scoring, verifiers) and read our data.
         identity["code"] = tree_sha256(PACKAGE_DIR / "lm_eval", ("*.py",))
-        identity["verifiers"] = tree_sha256(PACKAGE_DIR / "verifiers", ("*.py",))
+        identity["verifiers"] = verifier_sha256()
         source = data_source(task.name)
         if source:
             identity["data"] = task_data.describe(source)
         if task.name.startswith("rg_"):
             identity["reasoning_gym"] = version("reasoning_gym")
+    else:
+        identity = plugin_task_identity(task)
+    if task.files:
+        identity["files"] = declared_files(task)
     return identity
+
+
+def plugin_task_identity(task: Task) -> dict[str, Any]:
+    """A third-party task folder: every file in it (configs, data, templates, local code),
+    the modules its configs name with ``!function`` wherever they live, local files its
+    configs load data from, and its verifier family's code."""
+    root = Path(task.include_path)  # type: ignore[arg-type]
+    identity: dict[str, Any] = {"name": task.name, "folder": tree_sha256(root, ("*",))}
+    outside = sorted(referenced_files(root))
+    if outside:
+        identity["reads"] = {str(p): path_sha256(p) for p in outside}
+    if task.verifier:
+        identity["verifier"] = [task.verifier, verifier_sha256()]
+    return identity
+
+
+def declared_files(task: Task) -> dict[str, str]:
+    """sha256 of each path in ``task.files`` (files or folders the task reads)."""
+    hashes = {}
+    for entry in task.files:
+        path = Path(entry)
+        if not path.exists():
+            raise UserError(f"task '{task.name}' declares a file that does not exist: {path}",
+                            f"task {task.name}", "fix Task.files in the plugin that registers it")
+        hashes[str(path)] = path_sha256(path)
+    return hashes
+
+
+FUNCTION_TAG = re.compile(r"!function\s+([\w.]+)")
+
+
+def referenced_files(root: Path) -> set[Path]:
+    """Files outside ``root`` that its task configs use: modules named by ``!function``
+    (e.g. a ``custom_dataset`` loader in the plugin package), ``include:`` files and local
+    ``dataset_kwargs.data_files`` / ``dataset_path``."""
+    found: set[Path] = set()
+    for config in root.rglob("*.yaml"):
+        text = config.read_text(encoding="utf-8")
+        for dotted in FUNCTION_TAG.findall(text):
+            module = function_module_file(dotted.rsplit(".", 1)[0], config.parent)
+            if module is not None:
+                found.add(module)
+        found.update(config_data_files(text, config.parent))
+    resolved_root = root.resolve()
+    return {p for p in found if not p.resolve().is_relative_to(resolved_root)}
+
+
+def function_module_file(module: str, folder: Path) -> Path | None:
+    """The source file of a ``!function`` module: next to the config (lm-eval looks there
+    first), else an importable module."""
+    import importlib.util
+
+    local = folder / (module.replace(".", "/") + ".py")
+    if local.is_file():
+        return local
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    origin = getattr(spec, "origin", None)
+    return Path(origin) if origin and Path(origin).is_file() else None
+
+
+def config_data_files(text: str, folder: Path) -> list[Path]:
+    """Local paths a task config reads: ``include``, ``dataset_path`` and
+    ``dataset_kwargs.data_files`` values that name existing files (relative to the config's
+    folder or the working directory)."""
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        pass
+
+    _Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    try:
+        config = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError:
+        return []
+    if not isinstance(config, dict):
+        return []
+    values: list[Any] = [config.get("include"), config.get("dataset_path")]
+    kwargs = config.get("dataset_kwargs")
+    if isinstance(kwargs, dict):
+        files = kwargs.get("data_files")
+        values += list(files.values()) if isinstance(files, dict) else [files]
+    paths = []
+    for value in values:
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str) or not item:
+                continue
+            for candidate in (folder / item, Path(item)):
+                if candidate.exists():
+                    paths.append(candidate)
+                    break
+    return paths
 
 
 def data_source(task_name: str) -> str | None:
