@@ -49,9 +49,10 @@ class GrpoConfig(BaseModel):
     dataset: str | dict[str, Any] = Field(
         "gsm8k", description="dataset name or {name: ..., split, limit, ...options}"
     )
-    rewards: dict[str, float] = Field(
+    rewards: dict[str, float | dict[str, Any]] = Field(
         default_factory=lambda: {"accuracy": 1.0},
-        description="reward name -> weight (see `srlm-harness rewards`); weight 0 only logs it",
+        description="reward name -> weight, or {weight: W, ...the reward's options} (see "
+        "`srlm-harness rewards`); weight 0 only logs it",
     )
     num_generations: int = Field(8, ge=2, description="completions sampled per prompt")
     max_completion_length: int = Field(512, gt=0, description="tokens per completion at most")
@@ -249,7 +250,11 @@ def run(ctx: StageContext) -> StageResult:
         for i, record in enumerate(records)
     ]
     extra = {"max_completion_length": config.max_completion_length}
-    bound = [bind_reward(name, r.function, records, extra) for name, r in functions.items()]
+    settings = {name: r.settings(config.rewards[name]) for name, r in functions.items()}
+    bound = [
+        bind_reward(name, r.function, records, {**extra, **settings[name][1]})
+        for name, r in functions.items()
+    ]
     args = training.trainer_arguments(
         TrlGRPOConfig,
         ctx,
@@ -263,7 +268,7 @@ def run(ctx: StageContext) -> StageResult:
         temperature=config.temperature,
         top_p=config.top_p,
         beta=config.beta,
-        reward_weights=list(config.rewards.values()),
+        reward_weights=[weight for weight, _ in settings.values()],
         warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
         lr_scheduler_type=config.scheduler,
         save_steps=config.save_steps,
@@ -305,5 +310,7 @@ def srlm_register_stages(register):  # type: ignore[no-untyped-def]
             description="GRPO reinforcement learning with weighted rule-based rewards, via TRL",
             references=references,
             preflight=preflight,
+            rewards_field="rewards",
+            summary=("reward", "reward_first", "accuracy", "kl", "completion_length"),
         )
     )

@@ -103,6 +103,13 @@ def run(ctx: StageContext) -> StageResult:
     return StageResult(metrics=metrics)
 
 
+def train_records(ctx: StageContext, records: list[dict[str, Any]]) -> StageResult:
+    """``sft`` on given records: what ``ctx.run_stage("sft", options, records)`` runs."""
+    config: SftConfig = ctx.config  # type: ignore[assignment]
+    name = ctx.stage_name or "sft"
+    return StageResult(metrics=train_sft(ctx, config, records, name, config.completion_only_loss))
+
+
 def preflight(ctx: StageContext) -> None:
     config: SftConfig = ctx.config  # type: ignore[assignment]
     training.check_lora_targets(Path(ctx.input_model), config.lora, "sft.lora")
@@ -123,5 +130,6 @@ def srlm_register_stages(register):  # type: ignore[no-untyped-def]
             description="supervised fine-tuning (full or LoRA) on worked solutions, via TRL",
             references=references,
             preflight=preflight,
+            train=train_records,
         )
     )

@@ -215,6 +215,14 @@ class Reward:
     columns: tuple[str, ...] = ()
     options: type[BaseModel] | None = None
 
+    def settings(self, value: Any) -> tuple[float, dict[str, Any]]:
+        """``(weight, options)`` of a spec's entry for this reward, the options validated
+        with their defaults filled in (the keyword arguments the function receives)."""
+        weight, options = reward_setting(value)
+        if self.options is not None:
+            options = self.options.model_validate(options).model_dump()
+        return weight, options
+
 
 def reward_setting(value: Any) -> tuple[float, dict[str, Any]]:
     """``(weight, options)`` of one ``rewards:`` entry: a number is a weight; a mapping has

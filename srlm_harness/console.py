@@ -84,7 +84,8 @@ class RichReporter:
         what = f"stage {step.label}" if step.kind == "stage" else f"eval {step.label}"
         how = "[cyan]cached[/]" if cached else f"[green]done[/] in {seconds:.1f}s"
         if step.kind == "stage":
-            shown = _metric_summary(result or {})
+            declared = getattr(getattr(step, "spec", None), "type", None)
+            shown = _metric_summary(result or {}, getattr(declared, "summary", ()))
             self.out.print(f"[bold]✓ {what}[/] {how} [dim]{step.key[:12]}[/] {shown}")
             return
         assert isinstance(result, EvalResult)
@@ -122,13 +123,17 @@ class RichReporter:
         return table
 
 
-def _metric_summary(metrics: dict[str, Any]) -> str:
+def _metric_summary(metrics: dict[str, Any], declared: tuple[str, ...] = ()) -> str:
+    """The numbers a stage reported: those it declares (``StageType.summary``), else the
+    usual loss/reward keys and then whatever other numbers it returned, four at most."""
+    usual = ("train_loss", "loss", "reward", "reward_mean", "accuracy", "kl")
+    order = list(declared) or [*usual, *(k for k in metrics if k not in usual)]
     keys = [
         k
-        for k in ("train_loss", "loss", "reward", "reward_mean", "accuracy", "kl")
-        if isinstance(metrics.get(k), int | float)
+        for k in order
+        if isinstance(metrics.get(k), int | float) and not isinstance(metrics.get(k), bool)
     ]
-    return " ".join(f"{k}={metrics[k]:.4g}" for k in keys[:4])
+    return " ".join(f"{k}={metrics[k]:.4g}" for k in keys[: len(declared) or 4])
 
 
 def is_interactive() -> bool:

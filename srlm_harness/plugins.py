@@ -102,11 +102,15 @@ class Plugins:
         callers = self.pm.get_hookcallers(plugin) or []
         return list(callers)
 
-    def load_entry_points(self, disabled: set[str]) -> None:
-        allow = set(_split_env("SRLM_HARNESS_PLUGINS"))
+    def load_entry_points(self, disabled: set[str], only: set[str] | None = None) -> None:
+        """Load the group's entry points except ``disabled``: all of them, or with ``only``
+        (else the ``SRLM_HARNESS_PLUGINS`` allow-list) just those names."""
+        allow = only if only is not None else set(_split_env("SRLM_HARNESS_PLUGINS"))
         seen: set[str] = set()
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            if ep.name in seen or ep.name in disabled or (allow and ep.name not in allow):
+            if ep.name in seen or ep.name in disabled or (
+                (allow or only is not None) and ep.name not in allow
+            ):
                 continue
             seen.add(ep.name)
             dist = ep.dist

@@ -186,6 +186,10 @@ class Runner:
             log=self.reporter.info,
             stage_name=step.name,
             index=step.index,
+            input_key=step.input_key,
+            cache_dir=self.store.root / "cache" / step.name,
+            stage_type=step.spec.type,
+            find_stage=lambda name: registry.stages.get(name, where=f"stage {step.label}"),
         )
 
     # ------------------------------------------------------------------ the run

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from srlm_harness.api import StageType, Task, UserError
+from srlm_harness.api import StageType, Task, UserError, reward_setting
 from srlm_harness.registry import Registry
 
 Where = dict[tuple[Any, ...], str]
@@ -306,6 +306,7 @@ def validate(raw: Any, where: Where, registry: Registry, source: str) -> Pipelin
             config = stage_type.config.model_validate(options)
         except ValidationError as exc:
             raise _pydantic_error(exc, where, ("stages", i, name), loc, stage_type.config) from None
+        validate_nested(registry, stage_type, config, where, ("stages", i, name), loc)
         stages.append(StageSpec(i, name, stage_type, config, loc))
 
     tasks: list[Task] = []
@@ -327,6 +328,44 @@ def validate(raw: Any, where: Where, registry: Registry, source: str) -> Pipelin
         source=source,
         raw=raw,
     )
+
+
+def validate_nested(
+    registry: Registry,
+    stage_type: StageType,
+    config: BaseModel,
+    where: Where,
+    prefix: tuple[Any, ...],
+    loc: str,
+) -> None:
+    """Check the options a stage holds for other stages (``StageType.uses``) and for its
+    rewards (``StageType.rewards_field``) against their own schemas, with locations."""
+    for inner_name, field_name in stage_type.uses.items():
+        inner = registry.stages.get(inner_name, where=loc)
+        if not field_name:
+            continue
+        path = (*prefix, field_name)
+        try:
+            inner.config.model_validate(getattr(config, field_name) or {})
+        except ValidationError as exc:
+            here = locate(where, path, loc)
+            raise _pydantic_error(exc, where, path, here, inner.config) from None
+    if not stage_type.rewards_field:
+        return
+    for reward_name, value in (getattr(config, stage_type.rewards_field) or {}).items():
+        path = (*prefix, stage_type.rewards_field, reward_name)
+        here = locate(where, path, loc)
+        reward = registry.rewards.get(reward_name, where=here)
+        _, options = reward_setting(value)
+        if reward.options is None:
+            if options:
+                raise UserError(f"reward '{reward_name}' takes no options (got "
+                                f"{', '.join(sorted(options))})", here, "give only its weight")
+            continue
+        try:
+            reward.options.model_validate(options)
+        except ValidationError as exc:
+            raise _pydantic_error(exc, where, path, here, reward.options) from None
 
 
 def resolve_tasks(names: list[str], registry: Registry, where: str) -> list[Task]:

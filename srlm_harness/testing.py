@@ -3,13 +3,29 @@
 ``make_tiny_model(path)`` writes a randomly initialised Qwen2 (or Llama) model with a
 byte-level BPE tokenizer trained on the spot and a chat template, as a normal Hugging Face
 model directory that every stage, lm-eval and ``from_pretrained`` load.
+
+The rest drives the harness in-process, as the CLI would: ``isolated_plugins`` (the
+built-ins plus the plugin under test), ``open_session`` (a store in a folder of yours),
+``plan_pipeline`` / ``run_pipeline`` (a spec mapping or file) and ``stage_context`` (the
+context a run would hand a stage). The pytest fixtures in :mod:`srlm_harness.pytest_plugin`
+wrap them.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from srlm_harness.plugins import Plugins
+from srlm_harness.registry import Registry
+from srlm_harness.session import Session
+from srlm_harness.store import Store
+
+if TYPE_CHECKING:
+    from srlm_harness.api import StageContext
+    from srlm_harness.plan import Plan
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -104,3 +120,115 @@ def make_tiny_model(
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# --------------------------------------------------------------------------- harness in-process
+
+#: The distribution whose entry points are the built-in plugins.
+HARNESS_DIST = "srlm-harness"
+
+
+def isolated_plugins(*under_test: Any) -> Plugins:
+    """The built-in plugins plus ``under_test`` only, whatever else is installed or set in
+    the environment. Each item is an entry-point name of an installed plugin, an
+    importable module path, or a module / object with hook implementations."""
+    from importlib import metadata
+
+    from srlm_harness.plugins import ENTRY_POINT_GROUP
+
+    names = {item for item in under_test if isinstance(item, str)}
+    entry_points = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+    only = {
+        ep.name
+        for ep in entry_points
+        if ep.name in names or (ep.dist is not None and ep.dist.name == HARNESS_DIST)
+    }
+    plugins = Plugins()
+    plugins.load_entry_points(set(), only=only)
+    for item in under_test:
+        if isinstance(item, str):
+            if item not in only:
+                plugins.load_module(item)
+            continue
+        name = getattr(item, "__name__", type(item).__name__)
+        plugins.add(name, item, "inline", str(getattr(item, "__version__", "test")))
+    return plugins
+
+
+class QuietReporter:
+    """A run reporter that keeps what it is told (``lines``) instead of printing it."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+    def step_start(self, step: Any, cached: bool) -> None:
+        self.lines.append(f"{'cached' if cached else 'start'} {step.label}")
+
+    def progress(self, done: int, total: int, description: str) -> None:
+        pass
+
+    def step_end(self, step: Any, cached: bool, seconds: float, result: Any) -> None:
+        self.lines.append(f"end {step.label}")
+
+
+def open_session(store: str | Path, plugins: Plugins | None = None) -> Session:
+    """A session over ``plugins`` (default: the built-ins only) with its store at ``store``."""
+    plugins = plugins if plugins is not None else isolated_plugins()
+    return Session(plugins, Registry(plugins), Store(store))
+
+
+def plan_pipeline(
+    session: Session, spec: Mapping[str, Any] | str | Path, overrides: Sequence[str] = ()
+) -> Plan:
+    """The plan of a pipeline given as a spec mapping or a YAML file."""
+    from srlm_harness import hardware
+    from srlm_harness.plan import make_plan
+    from srlm_harness.spec import apply_overrides, load_pipeline, validate
+
+    if isinstance(spec, Mapping):
+        raw, where = dict(spec), {(): "spec"}
+        apply_overrides(raw, where, list(overrides))
+        pipeline = validate(raw, where, session.registry, "spec")
+    else:
+        pipeline = load_pipeline(session.registry, str(spec), overrides=overrides)
+    hw = hardware.detect(pipeline.hardware)
+    return make_plan(pipeline, session.registry, hw, session.store, session.plugin_versions())
+
+
+def run_pipeline(
+    session: Session,
+    spec: Mapping[str, Any] | str | Path,
+    overrides: Sequence[str] = (),
+    reporter: Any = None,
+) -> dict[str, Any]:
+    """Plan and run a pipeline in this process; return its run manifest (steps, metrics,
+    scores, keys, ``cached`` flags)."""
+    from srlm_harness.run import Runner
+
+    plan = plan_pipeline(session, spec, overrides)
+    return Runner(session, plan, reporter or QuietReporter()).execute()
+
+
+def stage_context(
+    session: Session,
+    stage: str,
+    options: Mapping[str, Any] | None,
+    model: str | Path,
+    output_dir: Path | None = None,
+) -> StageContext:
+    """The ``StageContext`` a run would give stage ``stage`` with ``options`` on ``model``:
+    validated config, datasets, rewards, ``run_stage``, caches — with fresh folders under
+    the session's store (``output_dir`` defaults to ``<store>/output/<stage>``)."""
+    from srlm_harness.run import Runner
+
+    plan = plan_pipeline(session, {"model": str(model), "stages": [{stage: dict(options or {})}]})
+    runner = Runner(session, plan, QuietReporter())
+    output = Path(output_dir or session.store.root / "output" / stage)
+    output.mkdir(parents=True, exist_ok=True)
+    ctx = runner.stage_context(plan.stages[0], Path(model), output)
+    Path(ctx.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    Path(ctx.work_dir).mkdir(parents=True, exist_ok=True)
+    return ctx
