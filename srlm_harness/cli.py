@@ -179,6 +179,8 @@ def run(state: State, dry_run: bool, run_id: str | None, **flags: Any) -> None:
     from srlm_harness import views
 
     plan = build_plan(state, **flags)
+    if dry_run:
+        check_plan(state, plan)
     views.show_plan(plan, state.session.store)
     if dry_run:
         return
@@ -201,7 +203,18 @@ def plan(state: State, **flags: Any) -> None:
             study, spec=spec, dry_run=True, overrides=flags["overrides"]
         )
         return
-    views.show_plan(build_plan(state, **flags), state.session.store)
+    plan = build_plan(state, **flags)
+    check_plan(state, plan)
+    views.show_plan(plan, state.session.store)
+
+
+def check_plan(state: State, plan: Any) -> None:
+    """What ``run`` checks before its first step (stage preflights, the publish target)."""
+    from srlm_harness import run, views
+
+    run.check_plan(state.session, plan)
+    if plan.pipeline.publish:
+        views.publish_target(plan.pipeline.publish)
 
 
 @cli.command("eval")

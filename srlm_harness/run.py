@@ -395,6 +395,34 @@ class Runner:
         return StageFailed(what, exc, log)
 
 
+class NullReporter:
+    """A reporter that shows nothing (checks that run before a plan is shown)."""
+
+    def info(self, message: str) -> None:
+        pass
+
+    def step_start(self, step: StageStep | EvalStep, cached: bool) -> None:
+        pass
+
+    def progress(self, done: int, total: int, description: str) -> None:
+        pass
+
+    def step_end(
+        self, step: StageStep | EvalStep, cached: bool, seconds: float, result: Any
+    ) -> None:
+        pass
+
+
+def check_plan(session: Session, plan: Plan) -> None:
+    """The checks a run makes before its first step, without running anything: every
+    pending stage's preflight (against the base model where its input is not built yet).
+    ``plan`` and ``run --dry-run`` call it, so they never show "to run" for a spec that
+    ``run`` would refuse."""
+    runner = Runner(session, plan, NullReporter())
+    runner.manifest = {"model": {}}
+    runner.preflight()
+
+
 def _relative_files(files: dict[str, Any], base: Path) -> dict[str, Any]:
     def rel(value: Any) -> Any:
         if isinstance(value, dict):

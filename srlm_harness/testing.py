@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from srlm_harness.plugins import Plugins
 from srlm_harness.registry import Registry
+from srlm_harness.run import NullReporter
 from srlm_harness.session import Session
 from srlm_harness.store import Store
 
@@ -155,23 +156,14 @@ def isolated_plugins(*under_test: Any) -> Plugins:
     return plugins
 
 
-class QuietReporter:
-    """A run reporter that keeps what it is told (``lines``) instead of printing it."""
+class QuietReporter(NullReporter):
+    """A run reporter that keeps the messages it is told (``lines``) instead of printing."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
 
     def info(self, message: str) -> None:
         self.lines.append(message)
-
-    def step_start(self, step: Any, cached: bool) -> None:
-        self.lines.append(f"{'cached' if cached else 'start'} {step.label}")
-
-    def progress(self, done: int, total: int, description: str) -> None:
-        pass
-
-    def step_end(self, step: Any, cached: bool, seconds: float, result: Any) -> None:
-        self.lines.append(f"end {step.label}")
 
 
 def open_session(store: str | Path, plugins: Plugins | None = None) -> Session:
