@@ -60,7 +60,7 @@ def test_installed_package_registers_through_its_entry_point(installed: Path) ->
     assert stages.returncode == 0, stages.stderr
     assert "prune" in stages.stdout
     plugins = cli(installed, "plugins")
-    assert "example" in plugins.stdout and "0.1.0" in plugins.stdout
+    assert "example" in plugins.stdout and "0.2.0" in plugins.stdout
     assert "brevity" in cli(installed, "rewards").stdout
     assert "arith_tiny" in cli(installed, "tasks").stdout
 
@@ -145,6 +145,7 @@ def test_brevity_reward_prefers_short_answers(registry: Registry) -> None:
     brevity = registry.rewards.get("brevity").function
     scores = brevity(["q"] * 3, ["42", "x" * 200, [{"role": "assistant", "content": "y" * 500}]])
     assert scores[0] > scores[1] > scores[2] == 0.0
+    assert brevity(["q"], ["x" * 200], max_chars=200) == [0.0]
 
 
 def test_arith_dataset_is_reproducible_and_split(registry: Registry) -> None:
@@ -180,10 +181,13 @@ def test_a_pipeline_runs_the_installed_stage(installed: Path, tiny_model_dir: Pa
     done = cli(installed, "--store", str(store), "run", "--model", str(tiny_model_dir),
                "--stage", "prune", "-o", "prune.sparsity=0.5")
     assert done.returncode == 0, done.stderr
+    # The live summary shows the metrics the stage declares (StageType.summary).
+    assert "sparsity=0.5" in done.stdout and "layers=14" in done.stdout
+    assert "zeroed=" not in done.stdout
     [manifest_file] = store.glob("runs/*/manifest.json")
     manifest = json.loads(manifest_file.read_text())
     [step] = manifest["steps"]
     assert step["name"] == "prune" and step["plugin"] == "example"
-    assert manifest["environment"]["plugins"]["example"] == "0.1.0"
+    assert manifest["environment"]["plugins"]["example"] == "0.2.0"
     assert step["metrics"]["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert (Path(step["path"]) / "config.json").is_file()

@@ -28,7 +28,7 @@ from srlm_harness.api import (
 )
 from srlm_harness.hookspecs import hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 
@@ -73,7 +73,12 @@ def preflight_prune(ctx: StageContext) -> None:
 # --------------------------------------------------------------------------- reward
 
 
-BREVITY_CHARS = 400
+class BrevityOptions(BaseModel):
+    """What a spec may write after the weight: ``brevity: {weight: 0.1, max_chars: 200}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_chars: int = Field(400, gt=0, description="length (characters) that scores 0.0")
 
 
 def _text(completion: Any) -> str:
@@ -83,9 +88,11 @@ def _text(completion: Any) -> str:
     return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict))
 
 
-def brevity(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:
-    """1.0 for an empty completion, falling linearly to 0.0 at 400 characters or more."""
-    return [max(0.0, 1.0 - len(_text(c)) / BREVITY_CHARS) for c in completions]
+def brevity(
+    prompts: list[Any], completions: list[Any], max_chars: int = 400, **columns: Any
+) -> list[float]:
+    """1.0 for an empty completion, falling linearly to 0.0 at ``max_chars`` or more."""
+    return [max(0.0, 1.0 - len(_text(c)) / max_chars) for c in completions]
 
 
 # --------------------------------------------------------------------------- dataset
@@ -133,12 +140,14 @@ def srlm_register_stages(register):  # type: ignore[no-untyped-def]
         description="magnitude-prune linear layers to a given sparsity (example plugin)",
         preflight=preflight_prune,
         version="1",
+        summary=("sparsity", "layers"),  # what the live summary shows after the stage
     ))
 
 
 @hookimpl
 def srlm_register_rewards(register):  # type: ignore[no-untyped-def]
-    register(Reward("brevity", brevity, "shorter completions score higher (1.0 to 0.0)"))
+    register(Reward("brevity", brevity, "shorter completions score higher (1.0 to 0.0)",
+                    options=BrevityOptions))
 
 
 @hookimpl
