@@ -145,7 +145,8 @@ def bind_reward(
     def reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
         rows = [records[i] for i in kwargs.pop("record_index")]
         columns = {key: [row.get(key) for row in rows] for key in keys}
-        return list(fn(prompts, completions, **{**extra, **kwargs, **columns}))
+        # The stage's settings and the reward's options win over same-named columns.
+        return list(fn(prompts, completions, **{**kwargs, **columns, **extra}))
 
     # TRL logs each reward under its function's name: rewards/<name>/mean.
     reward.__name__ = name
