@@ -62,15 +62,19 @@ def srlm_register_tasks(register: Callable[[Task], None]) -> None:
 
     For lm-eval, a task with an ``include_path`` adds a directory of task YAML files to
     lm-eval's task index; any lm-eval built-in task name also works without registration.
+    Everything in that folder, the modules its configs name with ``!function``, the files in
+    ``Task.files`` and this plugin's version join the task's evaluation key.
     """
 
 
 @hookspec
 def srlm_register_rewards(register: Callable[[Reward], None]) -> None:
-    """Register reward functions for RL stages, chosen by name (with weights) in specs.
+    """Register reward functions for RL stages, chosen by name in specs with a weight and
+    options (``rewards: {NAME: 0.5}`` or ``{NAME: {weight: 0.5, ...options}}``).
 
-    A reward function takes ``(prompts, completions, **columns)`` and returns one float per
-    completion; dataset columns it lists in ``Reward.columns`` arrive by name.
+    A reward function takes ``(prompts, completions, **kwargs)`` and returns one float per
+    completion; dataset columns (those in ``Reward.columns`` must be present), the options
+    validated by ``Reward.options`` and the trainer's extras arrive as keyword arguments.
     """
 
 

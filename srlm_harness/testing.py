@@ -185,7 +185,7 @@ def plan_pipeline(
         apply_overrides(raw, where, list(overrides))
         pipeline = validate(raw, where, session.registry, "spec")
     else:
-        pipeline = load_pipeline(session.registry, str(spec), overrides=overrides)
+        pipeline = load_pipeline(session.registry, str(spec), overrides=list(overrides))
     hw = hardware.detect(pipeline.hardware)
     return make_plan(pipeline, session.registry, hw, session.store, session.plugin_versions())
 
