@@ -174,6 +174,19 @@ def test_arith_tiny_task_loads_in_lm_eval(registry: Registry) -> None:
     assert docs[0] == json.loads(shipped[0])
     assert loaded.doc_to_text(docs[0]).endswith("Reply with the number only.")
 
+    # Its eval key covers the shipped data and the loader module outside the task folder.
+    from srlm_harness_plugins.lm_eval.task_index import task_identity
+
+    identity = task_identity(task)
+    assert [Path(p).name for p in identity["reads"]] == ["arith.py"]
+    data = task.include_path / "arith_tiny.jsonl"  # in the test's own install folder
+    original = data.read_text()
+    data.write_text(original.replace('"40"', '"41"'))
+    try:
+        assert task_identity(task)["folder"] != identity["folder"]
+    finally:
+        data.write_text(original)
+
 
 def test_a_pipeline_runs_the_installed_stage(installed: Path, tiny_model_dir: Path,
                                              tmp_path: Path) -> None:
