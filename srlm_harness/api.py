@@ -348,13 +348,34 @@ class ModelSource:
     identity string for the cache key without downloading, or ``None`` if the reference is
     not this source's; ``resolve(ref, cache_dir)`` returns the directory, or ``None`` when the
     source cannot provide it here (e.g. offline) so the next source is tried.
+
+    A source with ``uses_store=True`` reads the harness's own store (finished stages, runs):
+    both functions then get the session's ``Store`` as a last argument. An identity
+    ``stored:<key>`` says the reference *is* the store's stage ``<key>``: the planner uses
+    that key as the model's key, so what is built on it shares keys with the pipeline that
+    built it.
     """
 
     name: str
-    identify: Callable[[str], str | None]
-    resolve: Callable[[str, Path], ResolvedModel | None]
+    identify: Callable[..., str | None]
+    resolve: Callable[..., ResolvedModel | None]
     description: str = ""
     priority: int = 100
+    uses_store: bool = False
+
+    def identify_in(self, ref: str, store: Any) -> str | None:
+        """``identify(ref)``, with the store for a source that reads it."""
+        return self.identify(ref, store) if self.uses_store else self.identify(ref)
+
+    def resolve_in(self, ref: str, store: Any) -> ResolvedModel | None:
+        """``resolve(ref, cache_dir)``, with the store for a source that reads it."""
+        if self.uses_store:
+            return self.resolve(ref, store.models_dir(), store)
+        return self.resolve(ref, store.models_dir())
+
+
+#: Identity prefix of a model that is a finished stage of the store (see ``ModelSource``).
+STORED_IDENTITY = "stored:"
 
 
 # --------------------------------------------------------------------------- publishers

@@ -343,6 +343,7 @@ def _attach_builtin_groups() -> None:
     for module, name in (
         ("srlm_harness.leaderboard_cli", "leaderboard"),
         ("srlm_harness.study_cli", "study"),
+        ("srlm_harness.study_record", "study_stats"),
         ("srlm_harness.scaffold", "new_plugin"),
     ):
         try:

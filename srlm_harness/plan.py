@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from srlm_harness.api import Task, UserError, dataset_spec
+from srlm_harness.api import STORED_IDENTITY, Task, UserError, dataset_spec
 from srlm_harness.hardware import Hardware
 from srlm_harness.registry import Registry
 from srlm_harness.spec import Pipeline, StageSpec
@@ -121,11 +121,27 @@ class Plan:
             step.cached = store.manifest(kind, step.key) is not None
 
 
-def identify_model(registry: Registry, ref: str, where: str = "model") -> tuple[str, str]:
+def model_key(identity: str) -> str:
+    """The key of a base model: a stored stage's own key, else a hash of its identity."""
+    if identity.startswith(STORED_IDENTITY):
+        return identity[len(STORED_IDENTITY):]
+    return digest({"format": CACHE_FORMAT, "model": identity})
+
+
+def identify_model(
+    registry: Registry, ref: str, where: str = "model", store: Store | None = None
+) -> tuple[str, str]:
     """(identity, source name) of a model reference, from the first source that knows it."""
     sources = sorted(registry.model_sources, key=lambda s: (s.priority, s.name))
     for source in sources:
-        identity = source.identify(ref)
+        if source.uses_store and store is None:
+            continue
+        try:
+            identity = source.identify_in(ref, store)
+        except UserError as exc:
+            if exc.where is None:
+                exc.where = where
+            raise
         if identity is not None:
             return identity, source.name
     names = ", ".join(s.name for s in sources) or "none installed"
@@ -191,12 +207,14 @@ def make_plan(
     store: Store,
     plugin_versions: dict[str, str],
 ) -> Plan:
-    identity, source = identify_model(registry, pipeline.model, "model")
-    base_key = digest({"format": CACHE_FORMAT, "model": identity})
+    identity, source = identify_model(registry, pipeline.model, "model", store)
+    base_key = model_key(identity)
     plan = Plan(pipeline, ModelRef(pipeline.model, identity, source, base_key), hardware)
 
     evaluate = pipeline.evaluate
     after = set(evaluate.after) if evaluate else set()
+    # A study evaluates every training seed with one evaluation seed: the same samples.
+    eval_seed = evaluate.seed if evaluate and evaluate.seed is not None else pipeline.seed
 
     def add_evals(label: str, index: int | None, model_key: str) -> None:
         assert evaluate is not None
@@ -213,7 +231,7 @@ def make_plan(
                 "evaluator": [name, evaluator.version, plugin_versions.get(owner, "?")],
                 "tasks": fingerprint,
                 "limit": evaluate.limit,
-                "seed": pipeline.seed,
+                "seed": eval_seed,
                 "dtype": hardware.dtype,
             }
             # Tasks from another distribution: its release may change them (code, data).
@@ -236,7 +254,7 @@ def make_plan(
                     name,
                     tasks,
                     evaluate.limit,
-                    pipeline.seed,
+                    eval_seed,
                     dict(evaluate.options),
                 )
             )
@@ -258,7 +276,7 @@ def make_plan(
             else:
                 ident = {
                     "model": ref.value,
-                    "identity": identify_model(registry, ref.value, stage.where)[0],
+                    "identity": identify_model(registry, ref.value, stage.where, store)[0],
                 }
             references.append({"kind": ref.kind, "role": ref.role, **ident})
         version = plugin_versions.get(owner, "?")

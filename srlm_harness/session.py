@@ -82,10 +82,10 @@ class Session:
         tried: list[dict[str, Any]] = []
         sources = sorted(self.registry.model_sources, key=lambda s: (s.priority, s.name))
         for source in sources:
-            if source.identify(ref) is None:
+            if source.identify_in(ref, self.store) is None:
                 tried.append({"source": source.name, "result": "not applicable"})
                 continue
-            resolved = source.resolve(ref, self.store.models_dir())
+            resolved = source.resolve_in(ref, self.store)
             if resolved is None:
                 tried.append({"source": source.name, "result": "unavailable"})
                 continue

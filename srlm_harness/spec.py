@@ -84,6 +84,7 @@ class EvaluateSpec(BaseModel):
         description="when to evaluate: the base model, after each stage, after the last",
     )
     options: dict[str, Any] = Field(default_factory=dict, description="evaluator options")
+    seed: int | None = Field(None, description="evaluation seed (default: the pipeline's seed)")
 
 
 class SpecModel(BaseModel):

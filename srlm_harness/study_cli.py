@@ -59,6 +59,7 @@ def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> N
     from srlm_harness.console import RichReporter, console
     from srlm_harness.run import Runner, new_run_id
     from srlm_harness.study import load_study
+    from srlm_harness.study_record import study_command
     from srlm_harness.study_report import load_results, write_report
     from srlm_harness.views import publish_from_spec
 
@@ -79,14 +80,32 @@ def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> N
         executed_before |= {s.key for s in plan.stages if not s.cached}
         console.rule(f"[bold]{plan.pipeline.name}[/] on {plan.model.ref}")
         runner = Runner(session, plan, RichReporter())
-        manifest = runner.execute(f"{study_id}-{i:02d}-{_slug(plan.pipeline.name)}")
+        seed = f"-s{plan.pipeline.seed}" if study_obj.spec.seeds else ""
+        manifest = runner.execute(f"{study_id}-{i:02d}-{_slug(plan.pipeline.name)}{seed}")
         run_ids.append((plan.model.ref, plan.pipeline.name, manifest["run_id"]))
         if plan.pipeline.publish:
             publish_from_spec(session, manifest, plan.pipeline.publish)
     counts["executed"] = len(executed_before)
     files = write_report(folder, study_obj.name, load_results(session.store, run_ids), counts)
+    _record(session, folder, study_obj, run_ids, study_command(spec, overrides))
     console.print((files["report"]).read_text())
     console.print(f"[bold green]study complete[/]: {files['report']}, {files['plot']}")
+
+
+def _record(session: Any, folder: Any, study_obj: Any, run_ids: Any, command: str) -> None:
+    """Statistics, commands, hardware, timings and findings; a copy in the study's board."""
+    from srlm_harness.leaderboard import board_path
+    from srlm_harness.study_record import record_study
+    from srlm_harness.views import publish_target
+
+    board = None
+    if study_obj.spec.publish:
+        target, publisher = publish_target(study_obj.spec.publish)
+        board = board_path(target) if publisher == "folder" else None
+    manifests = [session.store.run_manifest(run_id) for _, _, run_id in run_ids]
+    record_study(
+        folder, study_obj.name, manifests, study_obj.spec.unstable_spread, command, board
+    )
 
 
 def _slug(text: str) -> str:
