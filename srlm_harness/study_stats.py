@@ -132,7 +132,8 @@ def _summary(runs: list[dict[str, Any]], task: str, unstable_spread: float) -> d
     per_seed, seed_outcomes = [], []
     base_outcomes: dict[Any, float] | None = None
     base_score = next((r["base"][task] for r in mine if task in r["base"]), None)
-    if base_score and base_score["samples"]:
+    # A pipeline without stages is the base model itself: nothing to test.
+    if base_score and base_score["samples"] and mine[0]["stages"]:
         base_outcomes = outcomes(base_score["samples"], base_score["metric"])
     for r in mine:
         score = r["final"][task]
