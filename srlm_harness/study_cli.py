@@ -31,7 +31,8 @@ def show_tree(study: Any) -> dict[str, int]:
                 state = "[cyan]cached[/]" if step.cached else "[yellow]to run[/]"
                 nodes[step.key] = parent.add(f"{step.name} [dim]{step.key[:12]}[/] {state}")
             parent = nodes[step.key]
-        parent.add(f"[green]→ {plan.pipeline.name}[/]")
+        seed = f" [dim]seed {plan.pipeline.seed}[/]" if study.spec.seeds and plan.stages else ""
+        parent.add(f"[green]→ {plan.pipeline.name}[/]{seed}")
     console.print(root)
     console.print(
         f"  {counts['pipelines']} pipelines, {counts['unique_stages']} unique stages, "
