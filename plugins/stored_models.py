@@ -19,6 +19,7 @@ from typing import Any
 
 from srlm_harness.api import STORED_IDENTITY, ModelSource, ResolvedModel, UserError
 from srlm_harness.hookspecs import hookimpl
+from srlm_harness.store import Store
 
 FULL_KEY = re.compile(r"^[0-9a-f]{64}$")
 KEY_PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
@@ -71,14 +72,15 @@ def _run_final_key(run_id: str, store: Any) -> str:
     return str(stages[-1]["key"])
 
 
-def identify_stored(ref: str, store: Any) -> str | None:
-    key = stage_key(ref, store)
+def identify_stored(ref: str, store: Any = None) -> str | None:
+    key = stage_key(ref, store or Store())
     return None if key is None else f"{STORED_IDENTITY}{key}"
 
 
-def resolve_stored(ref: str, cache_dir: Path, store: Any) -> ResolvedModel | None:
+def resolve_stored(ref: str, cache_dir: Path, store: Any = None) -> ResolvedModel | None:
     from srlm_harness_plugins.model_sources import model_details
 
+    store = store or Store(cache_dir.parent)  # cache_dir is the store's models/ folder
     key = stage_key(ref, store)
     if key is None:
         return None

