@@ -104,11 +104,13 @@ def record_study(
     head = report.read_text(encoding="utf-8") if report.is_file() else f"# Study: {name}\n"
     atomic_write_text(report, head + sections(name, manifests, table, command))
     if board is not None:
-        runs = [m["run_id"] for m in manifests]
-        board_table = board_analysis(board, runs, unstable_spread)
+        # Entries are matched by their final evaluation's key: a re-run study whose results
+        # the board already holds names the entries written the first time.
+        finals = [_final_key(m) for m in manifests]
+        board_table = board_analysis(board, finals, unstable_spread)
         record = {
             "study": name,
-            "runs": runs,
+            "finals": finals,
             "unstable_spread": unstable_spread,
             "command": command,
             "table": board_table,
@@ -121,13 +123,30 @@ def record_study(
     return table
 
 
-def board_analysis(board: Path, runs: list[str], unstable_spread: float) -> dict[str, Any]:
-    """The study table recomputed from the board's entries of ``runs`` and their logs."""
+def _final_key(manifest: dict[str, Any]) -> str | None:
+    evals = [s for s in manifest.get("steps", []) if s.get("kind") == "eval"]
+    return evals[-1]["key"] if evals else None
+
+
+def board_analysis(board: Path, finals: list[str | None], unstable_spread: float) -> dict[str, Any]:
+    """The study table recomputed from the board's entries whose final evaluation has one of
+    the keys ``finals``, and their sample logs."""
+    from srlm_harness.api import UserError
     from srlm_harness.leaderboard import board_entries
 
     entries, _ = board_entries(board)
-    by_run = {data["run_id"]: data for _, data in entries}
-    results = [result_from_entry(by_run[r], board) for r in runs if r in by_run]
+    by_final: dict[str, dict[str, Any]] = {}
+    for _, data in entries:
+        by_final.setdefault(data["final"]["key"], data)
+    missing = [key for key in finals if key not in by_final]
+    if missing:
+        raise UserError(
+            f"{len(missing)} of the study's results have no entry in the board "
+            f"(final evaluation {str(missing[0])[:12]}...)",
+            str(board),
+            "publish every run of the study to this board",
+        )
+    results = [result_from_entry(by_final[key], board) for key in finals if key]
     return analyse(results, unstable_spread)
 
 
@@ -185,7 +204,7 @@ def study_stats(board: str, check: bool) -> None:
             "publish a study to it: a study spec with publish: leaderboards/NAME",
         )
     record = json.loads(path.read_text(encoding="utf-8"))
-    fresh = board_analysis(folder, record["runs"], record["unstable_spread"])
+    fresh = board_analysis(folder, record["finals"], record["unstable_spread"])
     console.print(markdown_table(fresh), markup=False)
     if check:
         problems = differences(record["table"], fresh)

@@ -92,10 +92,15 @@ def test_each_stage_and_seed_trains_once_and_references_resolve(
     code, out, _ = harness("study-stats", board, "--check")
     assert code == 1 and "recorded" in out and "recomputed" in out
 
-    # Everything again: all cache hits.
+    # Everything again: all cache hits; the board keeps its entries, and the study's record
+    # (rewritten) still names them.
+    entries = sorted((board / "entries").iterdir())
     code, out, err = harness(*PLUGINS, "study", seeds_spec)
     assert code == 0, err
     assert len(executed(tmp_path)) == 9
+    assert sorted((board / "entries").iterdir()) == entries
+    code, out, err = harness("study-stats", board, "--check")
+    assert code == 0 and "every number matches" in out, err + out
 
 
 def test_stage_and_run_references_share_the_cache(seeds_spec, harness, store, tmp_path):  # type: ignore[no-untyped-def]
