@@ -91,13 +91,13 @@ class Study:
 def expand_pipelines(spec: StudyModel, where: Where, source: str) -> dict[str, PipelineEntry]:
     """Named pipelines plus the grid's product (``null`` = skip that slot)."""
     pipelines = {
-        name: entry if isinstance(entry, PipelineEntry) else PipelineEntry(stages=entry)
+        name: entry if isinstance(entry, PipelineEntry) else PipelineEntry(stages=entry, seeds=None)
         for name, entry in spec.pipelines.items()
     }
     for combo in itertools.product(*spec.grid) if spec.grid else []:
         stages = [s for s in combo if s]
         name = "-".join(stages) or "base"
-        pipelines.setdefault(name, PipelineEntry(stages=stages))
+        pipelines.setdefault(name, PipelineEntry(stages=stages, seeds=None))
     if not pipelines:
         raise UserError("a study needs 'pipelines' or a 'grid'", locate(where, (), source))
     for name, entry in pipelines.items():

@@ -83,7 +83,10 @@ def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> N
         runner = Runner(session, plan, RichReporter())
         seed = f"-s{plan.pipeline.seed}" if study_obj.spec.seeds else ""
         manifest = runner.execute(f"{study_id}-{i:02d}-{_slug(plan.pipeline.name)}{seed}")
-        run_ids.append((plan.model.ref, plan.pipeline.name, manifest["run_id"]))
+        label = plan.pipeline.name
+        if seed and plan.stages:
+            label += f" (seed {plan.pipeline.seed})"
+        run_ids.append((plan.model.ref, label, manifest["run_id"]))
         if plan.pipeline.publish:
             publish_from_spec(session, manifest, plan.pipeline.publish)
     counts["executed"] = len(executed_before)
