@@ -341,9 +341,13 @@ def _hybrids_best(rows: list[dict[str, Any]], task: str) -> str:
     trained = [r for r in rows if r["stages"]]
     if not trained:
         return "Not tested: nothing was trained."
-    best = max(trained, key=lambda r: r["cells"][task]["value"])
-    kind = _kind(best["stages"])
-    if kind != "hybrid":
+    if not any(r["cells"][task].get("significant") for r in trained):
+        return "Not shown here: no trained pipeline gains significantly on base."
+    top = max(r["cells"][task]["value"] for r in trained)
+    tied = [r for r in trained if math.isclose(r["cells"][task]["value"], top)]
+    # Among pipelines tied for the best score, a hybrid counts as the best.
+    best = next((r for r in tied if _kind(r["stages"]) == "hybrid"), tied[0])
+    if _kind(best["stages"]) != "hybrid":
         return f"Does not hold here: the best pipeline is {_describe(best, task)}, not a hybrid."
     rl = [r for r in trained if _kind(r["stages"]) == "direct RL"]
     if not rl:

@@ -49,9 +49,9 @@ def _log(path, values):  # type: ignore[no-untyped-def]
     return path
 
 
-def _result(tmp_path, pipeline, stages, seed, values):  # type: ignore[no-untyped-def]
+def _result(tmp_path, pipeline, stages, seed, values, base=BASE):  # type: ignore[no-untyped-def]
     def score(name, vals):  # type: ignore[no-untyped-def]
-        path = _log(tmp_path / f"{name}.jsonl", vals)
+        path = _log(tmp_path / f"{name}-{len(vals)}.jsonl", vals)
         return {
             "t": {"metric": "acc", "value": sum(vals) / len(vals), "n": len(vals), "samples": path}
         }
@@ -63,7 +63,7 @@ def _result(tmp_path, pipeline, stages, seed, values):  # type: ignore[no-untype
         "run_id": f"{pipeline}-{seed}",
         "stages": stages,
         "final": score(f"{pipeline}-{seed}", values),
-        "base": score("base", BASE),
+        "base": score("base", base),
     }
 
 
@@ -94,8 +94,33 @@ def test_study_table_by_hand(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
     words = "\n".join(findings(table))
     assert "Direct RL gives the most robust gains.* Does not hold here" in words
-    # Hybrid vs RL on the same samples: 2 better (samples 5, 6 at 0.5 vs 0), 1 worse
-    # (sample 4: 0.5 vs 1): p = 2 · (1 + 3)/8 = 1.0.
-    assert "2 samples better, 1 worse, sign test p=1.000" in words
-    assert "not shown here: the gap is within noise" in words
+    assert "Not shown here: no trained pipeline gains significantly on base." in words
     assert "Holds here: sft-grpo vary across seeds" in words
+
+
+def test_findings_compare_the_best_hybrid_with_direct_rl(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    def solves(k: int) -> list[int]:
+        return [1] * k + [0] * (20 - k)
+
+    base = solves(1)
+    results = [
+        _result(tmp_path, "base", [], 0, base, base),
+        _result(tmp_path, "sft-grpo", ["sft", "grpo"], 0, solves(13), base),  # +12: p = 2/2^12
+        _result(tmp_path, "sft-grpo", ["sft", "grpo"], 1, solves(8), base),  # +7: p = 2/2^7
+        _result(tmp_path, "grpo", ["grpo"], 0, solves(10), base),  # +9: p = 2/2^9
+        _result(tmp_path, "grpo", ["grpo"], 1, solves(10), base),
+    ]
+    table = analyse(results, unstable_spread=0.10)
+    rows = {r["pipeline"]: r["cells"]["t"] for r in table["rows"]}
+    # Seed-averaged hybrid: 12 samples better than base (1-12), none worse: p = 2/2^12,
+    # Holm-adjusted x2 (the smaller of two p-values).
+    assert rows["sft-grpo"]["p_holm"] == pytest.approx(2 * 2 / 2**12)
+    assert rows["grpo"]["p_holm"] == pytest.approx(2 / 2**9)
+    words = "\n".join(findings(table))
+    # Direct RL gains on every seed and varies least (0 vs 25 points).
+    assert "Direct RL gives the most robust gains.* Holds here" in words
+    # Hybrid (mean 52.5) vs direct RL (50.0): per sample 1 vs 1 on 0-7, 0.5 vs 1 on 8-9
+    # (2 worse), 0.5 vs 0 on 10-12 (3 better): p = 2 · (1 + 5 + 10)/32 = 1.0.
+    assert "the hybrid sft-grpo 52.5%" in words and "+2.5 points from direct RL" in words
+    assert "3 samples better, 2 worse, sign test p=1.000" in words
+    assert "not shown here: the gap is within noise" in words
