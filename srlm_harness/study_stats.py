@@ -289,7 +289,13 @@ def findings(table: dict[str, Any]) -> list[str]:
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
             by_kind.setdefault(_kind(r["stages"]), []).append(r)
-        lines.append(f"On {model}, {task}:")
+        n = max((c["n"] for r in rows for c in r["cells"][task]["seeds"]), default=0)
+        seeds = max((len(r["seeds"]) for r in rows), default=0)
+        lines.append(
+            f"On {model}, {task} ({n} evaluation problems, up to {seeds} training seeds; "
+            "what is not shown at this scale is not evidence against a finding at larger "
+            "scale):"
+        )
         lines.append("- *Direct RL gives the most robust gains.* " + _rl_robust(by_kind, task))
         lines.append("- *Hybrids help most on instruct models.* " + _hybrids_best(rows, task))
         lines.append("- *Some hybrids are unstable.* " + _unstable(by_kind, task))
