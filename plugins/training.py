@@ -18,7 +18,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from srlm_harness.api import StageContext, UserError
 from srlm_harness.hardware import Hardware, apply_hardware
@@ -111,19 +119,20 @@ def trl_config_class(name: str) -> type:
         return getattr(trl, name)  # type: ignore[no-any-return]
 
 
-def check_trl_fields(block: Mapping[str, Any], class_name: str) -> None:
-    """Raise ValueError (one line, with a did-you-mean) for a ``trl:`` key the installed
-    TRL config class lacks, or one the harness sets from its own options."""
+def trl_field_problem(block: Mapping[str, Any], class_name: str) -> tuple[str, str] | None:
+    """(key, one-line problem) for the first ``trl:`` key the installed TRL config class
+    lacks (with a did-you-mean) or the harness sets from its own options; else None."""
     if not block:
-        return
+        return None
     fields = [f.name for f in dataclasses.fields(trl_config_class(class_name))]
     for key in block:
         if key in HARNESS_FIELDS:
-            raise ValueError(f"trl.{key} is set by the harness: use {HARNESS_FIELDS[key]}")
+            return key, f"set by the harness: use {HARNESS_FIELDS[key]}"
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(f"TRL {class_name} has no field '{key}'{hint}")
+            return key, f"TRL {class_name} has no field '{key}'{hint}"
+    return None
 
 
 class TrlOptions(BaseModel):
@@ -145,7 +154,14 @@ class TrlOptions(BaseModel):
 
     @model_validator(mode="after")
     def _check_trl(self) -> TrlOptions:
-        check_trl_fields(self.trl, self.trl_class_name())
+        problem = trl_field_problem(self.trl, self.trl_class_name())
+        if problem is not None:
+            # Reported at trl.KEY, so the spec error names the key and its line.
+            key, message = problem
+            error = PydanticCustomError("trl_field", message)
+            raise ValidationError.from_exception_data(
+                type(self).__name__, [{"type": error, "loc": ("trl", key), "input": {}}]
+            )
         return self
 
     @model_serializer(mode="wrap")
@@ -207,7 +223,9 @@ def world_size() -> int:
 
 
 def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    """Whether this process writes the model: the first one on its machine (each machine of
+    a multi-node run keeps its own store)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
 
 
 @contextmanager
@@ -276,6 +294,8 @@ def trainer_arguments(
         "dataloader_pin_memory": hw.device == "cuda",
         # Every parameter gets a gradient in these stages: skip DDP's search for unused ones.
         "ddp_find_unused_parameters": False,
+        # Multi-node runs keep a store per machine: each one needs its own checkpoints.
+        "save_on_each_node": True,
     }
     if hw.device == "cuda":
         base["tf32"] = True  # fp32 matmuls that remain (master weights) on tensor cores
@@ -366,6 +386,9 @@ def training_metrics(log_history: list[dict[str, Any]], curve_points: int = 50) 
         metrics["final_loss"] = losses[-1][1]
         stride = max(1, len(losses) // curve_points)
         metrics["loss_curve"] = [[s, round(v, 5)] for s, v in losses[::stride]]
+    seen = [e["num_input_tokens_seen"] for e in log_history if "num_input_tokens_seen" in e]
+    if seen:  # with trl: {include_num_input_tokens_seen: ...}
+        metrics["tokens_seen"] = seen[-1]
     summary = next((e for e in reversed(log_history) if "train_runtime" in e), {})
     for key, name in (
         ("train_loss", "train_loss"),

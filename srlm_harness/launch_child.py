@@ -3,9 +3,10 @@
 ``accelerate launch`` starts one of these per rank. Each loads the same plugins as the
 parent, rebuilds the stage context (or evaluation request) from ``JOB`` (written by
 ``srlm_harness.launch.AccelerateLauncher``), joins the process group and runs the stage.
-Its stdout and stderr go to ``rank-<R>.log`` next to ``JOB``; rank 0 also appends progress
-and log lines to ``events.jsonl`` (the parent relays them) and writes ``result.json``. A
-rank that fails writes ``error-rank-<R>.json`` with a one-line message.
+Its stdout and stderr go to ``rank-<R>.log`` next to ``JOB``; the first process of each
+machine (rank 0 on one machine) also appends progress and log lines to ``events.jsonl`` (the
+parent relays them) and writes ``result.json``. A rank that fails writes
+``error-rank-<R>.json`` with a one-line message.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from srlm_harness.launch import set_parent_death_signal
 
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
+
+
+def writer() -> bool:
+    """Whether this process writes the outputs: the first process on each machine (rank 0 on
+    one machine; with several machines each writes into its own machine's store)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -75,7 +82,7 @@ def run_stage(job: dict[str, Any], session: Any, events: Events, folder: Path) -
 
     registry = session.registry
     stage = registry.stages.get(job["stage"], where="launch job")
-    output = Path(job["output_dir"]) if rank() == 0 else folder / f"rank-{rank()}-output"
+    output = Path(job["output_dir"]) if writer() else folder / f"rank-{rank()}-output"
     output.mkdir(parents=True, exist_ok=True)
     ctx = StageContext(
         input_model=Path(job["input_model"]),
@@ -105,7 +112,7 @@ def run_eval(job: dict[str, Any], session: Any, events: Events, folder: Path) ->
 
     registry = session.registry
     evaluator = registry.evaluators.get(job["evaluator"], where="launch job")
-    output = Path(job["output_dir"]) if rank() == 0 else folder / f"rank-{rank()}-output"
+    output = Path(job["output_dir"]) if writer() else folder / f"rank-{rank()}-output"
     request = EvalRequest(
         Path(job["model_dir"]),
         resolve_tasks(job["tasks"], registry, "launch job"),
@@ -136,10 +143,10 @@ def main(argv: list[str]) -> int:
         # Join the process group first (gloo on CPUs), so every rank agrees on the backend.
         state = PartialState(cpu=job["hardware"]["device"] == "cpu")
         session = Session.load(job["extra"], job["disable"], job["store"])
-        events = Events(folder / "events.jsonl", me == 0)
+        events = Events(folder / "events.jsonl", writer())
         runner = run_stage if job["kind"] == "stage" else run_eval
         result = runner(job, session, events, folder)
-        if me == 0:
+        if writer():
             _write_json(folder / "result.json", {**result, "processes": state.num_processes})
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure is reported to the parent

@@ -373,6 +373,7 @@ class Runner:
                     "files": files,
                     "seconds": seconds,
                     "finished": now(),
+                    "launch": self.launcher.describe(),
                 }
                 self.store.commit("evals", step.key, tmp, cached)
                 was_cached = False

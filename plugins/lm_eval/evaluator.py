@@ -157,6 +157,7 @@ def share_requests(lm: Any) -> None:
     lm.accelerator = Accelerator()
     lm._rank = lm.accelerator.process_index
     lm._world_size = lm.accelerator.num_processes
+    print(f"lm-eval: data parallel, process {lm._rank} of {lm._world_size}", flush=True)
 
 
 def chat_setting(task_obj: Any, options: dict[str, Any]) -> bool:
