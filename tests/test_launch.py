@@ -278,3 +278,23 @@ def test_killing_the_parent_leaves_no_child_and_the_rerun_resumes(
     (stage,) = stage_manifests(store)
     assert stage["metrics"]["resumed_from_step"] >= 4
     assert stage["metrics"]["steps"] == 120
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_writes_its_figures(tmp_path: Path) -> None:
+    """benchmarks/gpu_check.sh --dry-run: the GPU check's code path on a tiny model on the
+    CPU, so that it cannot rot between device sessions."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh"
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    result = subprocess.run([str(script), "--dry-run"], env=env, capture_output=True, text=True,
+                            timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert figures["dry_run"] is True and figures["gemm"]["tflops"] > 0
+    for variant in ("harness", "trl-defaults", "hand-tuned"):
+        run = figures["sft"][variant]
+        assert run["tokens"] > 0 and run["tokens_per_s"] > 0 and run["mfu"] > 0
+    # Each variant trains on the same records once: the same tokens.
+    assert len({figures["sft"][v]["tokens"] for v in ("harness", "hand-tuned")}) == 1
+    assert figures["grpo"]["generated_tokens"] > 0
+    assert figures["eval"]["samples"] == 4
