@@ -11,6 +11,7 @@ parent relays them) and writes ``result.json``. A rank that fails writes
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sys
@@ -141,7 +142,9 @@ def main(argv: list[str]) -> int:
         from srlm_harness.session import Session
 
         # Join the process group first (gloo on CPUs), so every rank agrees on the backend.
-        state = PartialState(cpu=job["hardware"]["device"] == "cpu")
+        # Generous timeout: the other ranks wait while rank 0 writes KD teacher traces.
+        state = PartialState(cpu=job["hardware"]["device"] == "cpu",
+                             timeout=datetime.timedelta(hours=12))
         session = Session.load(job["extra"], job["disable"], job["store"])
         events = Events(folder / "events.jsonl", writer())
         runner = run_stage if job["kind"] == "stage" else run_eval

@@ -81,6 +81,28 @@ def test_bad_launch_settings_are_one_line_errors_before_anything_runs(
     assert not list((store / "runs").glob("*/manifest.json"))  # nothing started
 
 
+def test_launch_flags_reach_accelerate_launch(tmp_path: Path) -> None:
+    from srlm_harness.launch import accelerate_command, parse_launch
+
+    config = tmp_path / "fsdp.yaml"
+    config.write_text("distributed_type: FSDP\n")
+    settings = parse_launch({"engine": "accelerate", "num_processes": 16, "num_machines": 2,
+                             "machine_rank": 1, "main_process_ip": "10.0.0.1",
+                             "main_process_port": 29500, "config_file": "fsdp.yaml",
+                             "args": ["--rdzv_backend", "static"]}, "spec.yaml:3", tmp_path)
+    cmd = accelerate_command(settings, "cuda")
+    text = " ".join(cmd)
+    assert f"--config_file {config.resolve()}" in text
+    for flag in ("--num_processes 16", "--num_machines 2", "--machine_rank 1",
+                 "--main_process_ip 10.0.0.1", "--main_process_port 29500",
+                 "--rdzv_backend static"):
+        assert flag in text
+    assert "--multi_gpu" not in cmd  # the config file says how to distribute
+    plain = accelerate_command(parse_launch({"engine": "accelerate", "num_processes": 2},
+                                            "spec.yaml:3"), "cpu")
+    assert "--multi_gpu" in plain and "--num_machines" in plain
+
+
 def test_global_batch_is_split_over_processes() -> None:
     # One process trains exactly as before: batch_size per pass, gradient_accumulation passes.
     assert training.batch_split(8, 4, 1) == (8, 4)
