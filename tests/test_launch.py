@@ -103,6 +103,19 @@ def test_launch_flags_reach_accelerate_launch(tmp_path: Path) -> None:
     assert "--multi_gpu" in plain and "--num_machines" in plain
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parent.parent
+                                                          / "recipes" / "launch").glob("*.yaml")))
+def test_shipped_accelerate_configs_load(name: str) -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = Path(__file__).resolve().parent.parent / "recipes" / "launch" / name
+    config = load_config_from_file(str(path))
+    expected = name.split("-")[-1].removesuffix("gpu.yaml")
+    assert config.num_processes == int(expected)
+    assert config.mixed_precision == "bf16"
+    assert config.distributed_type.value == ("FSDP" if name.startswith("fsdp") else "DEEPSPEED")
+
+
 def test_global_batch_is_split_over_processes() -> None:
     # One process trains exactly as before: batch_size per pass, gradient_accumulation passes.
     assert training.batch_split(8, 4, 1) == (8, 4)
@@ -204,10 +217,11 @@ def test_sft_on_two_processes_matches_one_process_and_evaluates_data_parallel(
         for s in (two, tmp_path / "three")
     ]
     assert len(rows[0]) == 5
-    assert [(r["doc_id"], r["filtered_resps"]) for r in rows[0]] == \
-        [(r["doc_id"], r["filtered_resps"]) for r in rows[1]]
+    assert [r["doc_id"] for r in rows[0]] == [0, 1, 2, 3, 4]
+    assert rows[0] == rows[1]  # prompt, response, extracted answer, correctness: all equal
 
     # A one-process run reuses the stage trained on two.
+    monkeypatch.setenv("SRLM_HARNESS_STORE", str(two))
     code, out, err = harness("run", write_spec(tmp_path / "again.yaml", tiny_model_dir, [stage]))
     assert code == 0, err
     assert run_manifest(two)["steps"][0]["cached"] is True
