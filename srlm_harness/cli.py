@@ -236,7 +236,14 @@ def plan(state: State, **flags: Any) -> None:
     views.show_plan(build_plan(state, **flags), state.session.store)
 
 
+def launch_options(func: Any) -> Any:
+    for option in reversed(LAUNCH_OPTIONS):
+        func = option(func)
+    return func
+
+
 @cli.command("eval")
+@launch_options
 @click.argument("model")
 @click.option(
     "--tasks",
@@ -265,12 +272,13 @@ def eval_command(
     limit: int | None,
     overrides: tuple[str, ...],
     run_id: str | None,
+    **launch: Any,
 ) -> None:
     """Evaluate MODEL (Hub id, directory or .gguf) on TASKS."""
     from srlm_harness import views
 
     names = tuple(t.strip() for item in tasks for t in item.split(",") if t.strip())
-    plan = build_plan(state, None, model, (), names, limit, overrides)
+    plan = build_plan(state, None, model, (), names, limit, overrides, **launch)
     views.execute_and_report(state.session, plan, run_id)
 
 

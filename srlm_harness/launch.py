@@ -258,6 +258,7 @@ class AccelerateLauncher:
             "options": request.options,
         }
         result = self._run(job, folder, lambda *a: None, request.log, request.hardware.device)
+        self.processes = int(result.get("processes", self.processes))
         return EvalResult([TaskScore(**s) for s in result["scores"]], result["provenance"],
                           result["files"])
 
