@@ -171,7 +171,7 @@ def stage_context(model_dir: Path, out: Path, config: Any, recs: list[dict[str, 
     from srlm_harness.api import StageContext
     from srlm_harness.hardware import detect
 
-    hw = detect({"gradient_checkpointing": False})
+    hw = detect()  # the harness's own choices for this machine
     print(f"harness hardware: {hw.summary()}", file=sys.stderr)
     return StageContext(
         input_model=model_dir, output_dir=out / "model", config=config, seed=0, hardware=hw,
