@@ -281,8 +281,9 @@ def _children_of(folder: Path) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_killing_the_parent_leaves_no_child_and_the_rerun_resumes(
-    tiny_model_dir, sums, store, tmp_path
+    tiny_model_dir, sums, store, tmp_path, sig
 ):  # type: ignore[no-untyped-def]
     spec = write_spec(tmp_path / "p.yaml", tiny_model_dir, [
         f"sft: {{dataset: {sums}, max_steps: 120, batch_size: 4, save_steps: 4}}"], TWO)
@@ -298,8 +299,8 @@ def test_killing_the_parent_leaves_no_child_and_the_rerun_resumes(
         else:
             pytest.fail("no checkpoint appeared")
         assert _children_of(store)  # the two ranks are running
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
+        parent.send_signal(sig)
+        assert parent.wait() == (-signal.SIGKILL if sig == signal.SIGKILL else 130)
         for _ in range(40):
             if not _children_of(store):
                 break
@@ -308,6 +309,8 @@ def test_killing_the_parent_leaves_no_child_and_the_rerun_resumes(
     finally:
         for pid in _children_of(store):
             os.kill(pid, signal.SIGKILL)
+    if sig == signal.SIGTERM:
+        return  # stopped in order; resuming is the same as after kill -9
     # The same command again picks the stage up from its last checkpoint.
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
