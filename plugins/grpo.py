@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from srlm_harness.api import (
     Reference,
@@ -41,10 +41,11 @@ LOGGED = {
 }
 
 
-class GrpoConfig(BaseModel):
+class GrpoConfig(training.TrlOptions):
     """Options of the ``grpo`` stage."""
 
     model_config = ConfigDict(extra="forbid")
+    trl_config: ClassVar[str] = "GRPOConfig"
 
     dataset: str | dict[str, Any] = Field(
         "gsm8k", description="dataset name or {name: ..., split, limit, ...options}"
@@ -65,7 +66,8 @@ class GrpoConfig(BaseModel):
     epochs: float = Field(1.0, gt=0, description="passes over the prompts (ignored if max_steps)")
     max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps")
     batch_size: int | None = Field(
-        None, gt=0, description="completions per device per step (default: num_generations)"
+        None, gt=0, description="completions per forward pass (default: num_generations); "
+        "x gradient_accumulation: completions per optimizer step on any number of processes"
     )
     gradient_accumulation: int = Field(1, gt=0, description="forward passes per optimizer step")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of steps for lr warmup")
@@ -240,7 +242,8 @@ def run(ctx: StageContext) -> StageResult:
     records = ctx.load_dataset(spec)
     check_columns(functions, records, spec["name"])
 
-    model, tokenizer = training.load_model(ctx.input_model, ctx.hardware)
+    model, tokenizer = training.load_model(ctx.input_model, ctx.hardware,
+                                           lora=config.lora is not None)
     peft_config = training.lora_config(config.lora, model, "grpo.lora") if config.lora else None
     chat = training.uses_chat(tokenizer, config.prompt_format)
     rows = [
@@ -256,14 +259,19 @@ def run(ctx: StageContext) -> StageResult:
         bind_reward(name, r.function, records, {**extra, **settings[name][1]})
         for name, r in functions.items()
     ]
+    per_device, accumulation = training.batch_split(
+        config.batch_size or config.num_generations, config.gradient_accumulation,
+        training.world_size(),
+    )
     args = training.trainer_arguments(
         TrlGRPOConfig,
         ctx,
+        trl=config.trl,
         learning_rate=learning_rate(config),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size or config.num_generations,
-        gradient_accumulation_steps=config.gradient_accumulation,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
@@ -292,7 +300,7 @@ def run(ctx: StageContext) -> StageResult:
         prompt_format="chat" if chat else "plain",
         finetune="lora" if config.lora else "full",
     )
-    training.save_model_dir(trainer.model, tokenizer, Path(ctx.output_dir), config.lora)
+    training.save_trained(trainer, tokenizer, Path(ctx.output_dir), config.lora)
     return StageResult(metrics=metrics)
 
 

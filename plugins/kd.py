@@ -75,6 +75,9 @@ class KdConfig(training.TrainingOptions):
         "samples instead of dataset solutions (GKD's lmbda)"
     )
 
+    def trl_class_name(self) -> str:
+        return "GKDConfig" if self.mode == "logits" else "SFTConfig"
+
     @model_validator(mode="after")
     def _needs_teacher(self) -> KdConfig:
         if self.teacher is None and not (self.mode == "traces" and self.traces_dataset):
@@ -238,7 +241,9 @@ def trace_records(
     ctx: StageContext, config: KdConfig, records: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Training records whose ``solution`` is a teacher trace, and trace statistics."""
-    rows = generate_traces(ctx, config, records)
+    # Under several processes rank 0 writes the traces; the others then read the cache.
+    with training.main_process_first():
+        rows = generate_traces(ctx, config, records)
     kept = rows
     if config.only_correct:
         if any("correct" not in row for row in rows):
@@ -305,7 +310,8 @@ def train_logits(ctx: StageContext, config: KdConfig, records: list[dict[str, An
 
     teacher_dir = ctx.resolve_model(config.teacher)  # type: ignore[arg-type]
     check_tokenizers(Path(ctx.input_model), teacher_dir, config.teacher or "")
-    model, tokenizer = training.load_model(ctx.input_model, ctx.hardware)
+    model, tokenizer = training.load_model(ctx.input_model, ctx.hardware,
+                                           lora=config.lora is not None)
     peft_config = training.lora_config(config.lora, model, "kd.lora") if config.lora else None
     teacher, _ = training.load_model(teacher_dir, ctx.hardware, trainable=False)
     teacher.eval()
@@ -313,6 +319,7 @@ def train_logits(ctx: StageContext, config: KdConfig, records: list[dict[str, An
     args = training.trainer_arguments(
         GKDConfig,
         ctx,
+        trl=config.trl,
         **training.options_settings(config),
         beta=LOSS_BETA[config.loss],
         lmbda=config.on_policy_fraction,
@@ -332,7 +339,7 @@ def train_logits(ctx: StageContext, config: KdConfig, records: list[dict[str, An
     )
     metrics = training.train(trainer, ctx)
     metrics.update(loss_type=config.loss, on_policy_fraction=config.on_policy_fraction)
-    training.save_model_dir(trainer.model, tokenizer, Path(ctx.output_dir), config.lora)
+    training.save_trained(trainer, tokenizer, Path(ctx.output_dir), config.lora)
     return metrics
 
 

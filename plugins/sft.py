@@ -63,7 +63,8 @@ def train_sft(
 
     if not records:
         raise UserError("the dataset has no records", f"stage {description}")
-    model, tokenizer = training.load_model(ctx.input_model, ctx.hardware)
+    model, tokenizer = training.load_model(ctx.input_model, ctx.hardware,
+                                           lora=options.lora is not None)
     peft_config = (
         training.lora_config(options.lora, model, f"{description}.lora") if options.lora else None
     )
@@ -75,6 +76,7 @@ def train_sft(
     args = training.trainer_arguments(
         TrlSFTConfig,
         ctx,
+        trl=options.trl,
         **training.options_settings(options),
         completion_only_loss=completion_only_loss,
         # Batches of similar-length sequences waste little compute on padding, which on a
@@ -92,7 +94,7 @@ def train_sft(
     metrics = training.train(trainer, ctx)
     metrics.update(examples=len(examples), prompt_format="chat" if chat else "plain")
     metrics["finetune"] = "lora" if options.lora else "full"
-    training.save_model_dir(trainer.model, tokenizer, Path(ctx.output_dir), options.lora)
+    training.save_trained(trainer, tokenizer, Path(ctx.output_dir), options.lora)
     return metrics
 
 

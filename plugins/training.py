@@ -10,12 +10,23 @@ Heavy libraries are imported inside the functions so that importing this module 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from srlm_harness.api import StageContext, UserError
 from srlm_harness.hardware import Hardware, apply_hardware
@@ -55,7 +66,119 @@ class LoraOptions(BaseModel):
     )
 
 
-class TrainingOptions(BaseModel):
+#: TRL settings that only change what is logged: left out of the stage's cache key.
+LOGGING_FIELDS = frozenset({
+    "report_to", "logging_dir", "logging_strategy", "logging_first_step", "run_name",
+    "logging_nan_inf_filter", "log_level", "log_level_replica", "log_on_each_node",
+    "disable_tqdm", "log_completions", "num_completions_to_print", "project",
+    "wandb_log_unique_prompts", "trackio_space_id", "include_num_input_tokens_seen",
+})
+#: TRL settings the harness sets itself, and what to set instead.
+HARNESS_FIELDS = {
+    "output_dir": "the store keeps checkpoints",
+    "seed": "the spec's seed",
+    "bf16": "hardware.dtype",
+    "fp16": "hardware.dtype",
+    "use_cpu": "hardware.device",
+    "learning_rate": "the stage's lr",
+    "num_train_epochs": "the stage's epochs",
+    "max_steps": "the stage's max_steps",
+    "per_device_train_batch_size": "the stage's batch_size (per optimizer step, all processes)",
+    "gradient_accumulation_steps": "the stage's gradient_accumulation",
+    "max_length": "the stage's max_length",
+    "warmup_steps": "the stage's warmup_ratio",
+    "warmup_ratio": "the stage's warmup_ratio",
+    "lr_scheduler_type": "the stage's scheduler",
+    "weight_decay": "the stage's weight_decay",
+    "save_steps": "the stage's save_steps",
+    "logging_steps": "the stage's logging_steps",
+    "completion_only_loss": "the stage's completion_only_loss",
+    "num_generations": "the stage's num_generations",
+    "max_completion_length": "the stage's max_completion_length",
+    "max_new_tokens": "the stage's max_new_tokens",
+    "temperature": "the stage's temperature",
+    "top_p": "the stage's top_p",
+    "beta": "the stage's beta (grpo) or loss (kd)",
+    "lmbda": "the stage's on_policy_fraction",
+    "reward_weights": "the stage's rewards",
+}
+
+
+def trl_config_class(name: str) -> type:
+    """The installed TRL config class (``SFTConfig``, ``GRPOConfig``, ``GKDConfig``)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TRL warns that its experimental API may change
+        if name == "GKDConfig":
+            from trl.experimental.gkd import GKDConfig
+
+            return GKDConfig
+        import trl
+
+        return getattr(trl, name)  # type: ignore[no-any-return]
+
+
+def trl_field_problem(block: Mapping[str, Any], class_name: str) -> tuple[str, str] | None:
+    """(key, one-line problem) for the first ``trl:`` key the installed TRL config class
+    lacks (with a did-you-mean) or the harness sets from its own options; else None."""
+    if not block:
+        return None
+    fields = [f.name for f in dataclasses.fields(trl_config_class(class_name))]
+    for key in block:
+        if key in HARNESS_FIELDS:
+            return key, f"set by the harness: use {HARNESS_FIELDS[key]}"
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            return key, f"TRL {class_name} has no field '{key}'{hint}"
+    return None
+
+
+class TrlOptions(BaseModel):
+    """The ``trl:`` block: settings passed to the TRL config class as they are. Settings that
+    change results join the stage's cache key; logging ones (``LOGGING_FIELDS``) do not."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: The TRL config class the ``trl:`` block is checked against.
+    trl_config: ClassVar[str] = "SFTConfig"
+
+    trl: dict[str, Any] = Field(
+        default_factory=dict,
+        description="TRL config fields passed through (e.g. {report_to: tensorboard}); "
+        "checked against the installed TRL",
+    )
+
+    def trl_class_name(self) -> str:
+        return self.trl_config
+
+    @model_validator(mode="after")
+    def _check_trl(self) -> TrlOptions:
+        problem = trl_field_problem(self.trl, self.trl_class_name())
+        if problem is not None:
+            # Reported at trl.KEY, so the spec error names the key and its line.
+            key, message = problem
+            error = PydanticCustomError("trl_field", message)
+            raise ValidationError.from_exception_data(
+                type(self).__name__, [{"type": error, "loc": ("trl", key), "input": {}}]
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any, info: Any) -> dict[str, Any]:
+        # An empty block is left out and logging settings too, so the cache key of a stage
+        # without them is what it was before ``trl:`` existed; context {"full": True}
+        # keeps everything (what a launched child process needs).
+        data = handler(self)
+        block = dict(data.pop("trl", None) or {})
+        if not (info.context or {}).get("full"):
+            block = {k: v for k, v in block.items() if k not in LOGGING_FIELDS}
+        if block:
+            data["trl"] = block
+        return data  # type: ignore[no-any-return]
+
+
+class TrainingOptions(TrlOptions):
     """Options every supervised TRL stage shares (epochs, learning rate, batching, ...)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -65,7 +188,10 @@ class TrainingOptions(BaseModel):
     lr: float | None = Field(
         None, gt=0, description=f"learning rate; default {FULL_LR} full, {LORA_LR} with LoRA"
     )
-    batch_size: int = Field(8, gt=0, description="sequences per device per forward pass")
+    batch_size: int = Field(
+        8, gt=0, description="sequences per forward pass; batch_size x gradient_accumulation "
+        "is the global batch per optimizer step, the same on any number of processes"
+    )
     gradient_accumulation: int = Field(1, gt=0, description="forward passes per optimizer step")
     max_length: int = Field(1024, gt=0, description="truncate sequences to this many tokens")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of steps for lr warmup")
@@ -91,13 +217,58 @@ def learning_rate(options: TrainingOptions) -> float:
 # --------------------------------------------------------------------------- trainer args
 
 
-def trainer_arguments(config_cls: type, ctx: StageContext, **settings: Any) -> Any:
+def world_size() -> int:
+    """Processes training together (``WORLD_SIZE`` under ``accelerate launch``, else 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the model: the first one on its machine (each machine of
+    a multi-node run keeps its own store)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
+@contextmanager
+def main_process_first() -> Iterator[None]:
+    """Rank 0 runs the block first, the other ranks after it (e.g. to read what it cached)."""
+    if world_size() == 1:
+        yield
+        return
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():
+        yield
+
+
+def batch_split(batch_size: int, accumulation: int, processes: int) -> tuple[int, int]:
+    """(per-device batch, accumulation steps) on ``processes`` processes such that every
+    optimizer step sees ``batch_size x accumulation`` sequences, as on one process.
+
+    One process keeps exactly ``(batch_size, accumulation)``; with more, the largest
+    per-device batch up to ``batch_size`` that divides the global batch evenly is used.
+    """
+    total = batch_size * accumulation
+    for per_device in range(min(batch_size, total // processes), 0, -1):
+        if total % (per_device * processes) == 0:
+            return per_device, total // (per_device * processes)
+    raise UserError(
+        f"the global batch (batch_size x gradient_accumulation = {total}) does not split "
+        f"evenly over {processes} processes",
+        "batch_size",
+        f"make it a multiple of {processes}",
+    )
+
+
+def trainer_arguments(
+    config_cls: type, ctx: StageContext, trl: Mapping[str, Any] | None = None, **settings: Any
+) -> Any:
     """Build a TRL config (``SFTConfig``, ``GRPOConfig``, ...) with fast defaults for
     ``ctx.hardware``: its precision (bf16/fp16 as mixed precision), checkpointing only when
     the hardware asks for it, no trackers, checkpoints in ``ctx.checkpoint_dir``.
 
     ``settings`` override anything; keys the config class does not know are dropped, so
-    one call works across TRL/transformers versions.
+    one call works across TRL/transformers versions. ``trl`` (a stage's checked ``trl:``
+    block) is applied last and overrides the defaults here (e.g. ``report_to``).
     """
     hw: Hardware = ctx.hardware
     apply_hardware(hw)
@@ -121,20 +292,30 @@ def trainer_arguments(config_cls: type, ctx: StageContext, **settings: Any) -> A
         # Worker processes only add start-up cost on a CPU where the main process is the bottleneck.
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": hw.device == "cuda",
+        # Every parameter gets a gradient in these stages: skip DDP's search for unused ones.
+        "ddp_find_unused_parameters": False,
+        # Multi-node runs keep a store per machine: each one needs its own checkpoints.
+        "save_on_each_node": True,
     }
+    if hw.device == "cuda":
+        base["tf32"] = True  # fp32 matmuls that remain (master weights) on tensor cores
     base.update(settings)
+    base.update(trl or {})
     known = {f.name for f in dataclasses.fields(config_cls)}
     return config_cls(**{k: v for k, v in base.items() if k in known})
 
 
 def options_settings(options: TrainingOptions) -> dict[str, Any]:
-    """Trainer settings from the shared stage options."""
+    """Trainer settings from the shared stage options (the batch split over the processes)."""
+    per_device, accumulation = batch_split(
+        options.batch_size, options.gradient_accumulation, world_size()
+    )
     settings: dict[str, Any] = {
         "learning_rate": learning_rate(options),
         "num_train_epochs": options.epochs,
         "max_steps": options.max_steps or -1,
-        "per_device_train_batch_size": options.batch_size,
-        "gradient_accumulation_steps": options.gradient_accumulation,
+        "per_device_train_batch_size": per_device,
+        "gradient_accumulation_steps": accumulation,
         "max_length": options.max_length,
         "warmup_steps": options.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
         "lr_scheduler_type": options.scheduler,
@@ -205,6 +386,9 @@ def training_metrics(log_history: list[dict[str, Any]], curve_points: int = 50) 
         metrics["final_loss"] = losses[-1][1]
         stride = max(1, len(losses) // curve_points)
         metrics["loss_curve"] = [[s, round(v, 5)] for s, v in losses[::stride]]
+    seen = [e["num_input_tokens_seen"] for e in log_history if "num_input_tokens_seen" in e]
+    if seen:  # with trl: {include_num_input_tokens_seen: ...}
+        metrics["tokens_seen"] = seen[-1]
     summary = next((e for e in reversed(log_history) if "train_runtime" in e), {})
     for key, name in (
         ("train_loss", "train_loss"),
@@ -221,16 +405,19 @@ def training_metrics(log_history: list[dict[str, Any]], curve_points: int = 50) 
 
 
 def load_model(
-    path: Path | str, hardware: Hardware, trainable: bool = True
+    path: Path | str, hardware: Hardware, trainable: bool = True, lora: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a local directory. A trainable model keeps
     fp32 master weights and the trainer computes in ``hardware``'s bf16/fp16 by autocast
     (updates of a few 1e-5 would vanish in bf16 weights); a model that only runs forward
-    (a teacher) loads in the hardware's dtype."""
+    (a teacher) loads in the hardware's dtype, and so does the frozen base under LoRA on a
+    GPU (half the memory; PEFT keeps the adapters in fp32). On a CPU a LoRA base stays fp32,
+    as it always did, so CPU results are unchanged."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = hardware.torch_dtype() if not trainable else torch.float32
+    frozen = not trainable or (lora and hardware.device == "cuda")
+    dtype = hardware.torch_dtype() if frozen else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     if tokenizer.pad_token is None:
@@ -290,6 +477,25 @@ def check_lora_targets(model_dir: Path, lora: LoraOptions | None, where: str = "
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     lora_config(lora, model, where)
+
+
+def save_trained(
+    trainer: Any, tokenizer: Any, output_dir: Path, lora: LoraOptions | None = None
+) -> None:
+    """Write the trained model as ``save_model_dir`` does, from rank 0 only when several
+    processes trained. Under FSDP or DeepSpeed the full weights are gathered by the trainer
+    (every rank takes part) and rank 0 writes them."""
+    sharded = getattr(trainer, "is_fsdp_enabled", False) or getattr(
+        trainer, "is_deepspeed_enabled", False
+    )
+    if sharded and lora is None:
+        trainer.model.config.use_cache = True
+        trainer.save_model(str(output_dir))
+        if is_main_process():
+            tokenizer.save_pretrained(str(output_dir))
+        return
+    if is_main_process():
+        save_model_dir(trainer.model, tokenizer, output_dir, lora)
 
 
 def save_model_dir(

@@ -123,10 +123,40 @@ def pipeline_options(func: Any) -> Any:
             metavar="PATH=VALUE",
             help="Override a key: stage.key=value, seed=1, evaluate.limit=5 ...",
         ),
+        *LAUNCH_OPTIONS,
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+#: ``--launcher accelerate --num-processes N ...``: the spec's ``launch:`` keys as flags.
+LAUNCH_FLAGS = {
+    "launcher": "engine",
+    "num_processes": "num_processes",
+    "launch_config": "config_file",
+    "num_machines": "num_machines",
+    "machine_rank": "machine_rank",
+    "main_process_ip": "main_process_ip",
+    "main_process_port": "main_process_port",
+}
+LAUNCH_OPTIONS = [
+    click.option("--launcher", metavar="ENGINE",
+                 help="inprocess (default) or accelerate: run stages as several processes."),
+    click.option("--num-processes", type=int, help="Processes for --launcher accelerate."),
+    click.option("--launch-config", metavar="FILE",
+                 help="An accelerate config file (FSDP, DeepSpeed; see recipes/launch/)."),
+    click.option("--num-machines", type=int, help="Machines (multi-node; as accelerate)."),
+    click.option("--machine-rank", type=int, help="This machine's rank (multi-node)."),
+    click.option("--main-process-ip", help="Rank 0's address (multi-node)."),
+    click.option("--main-process-port", type=int, help="Rank 0's port (multi-node)."),
+]
+
+
+def launch_overrides(flags: dict[str, Any]) -> tuple[str, ...]:
+    """``-o launch.KEY=VALUE`` overrides for the launch flags that were given."""
+    return tuple(f"launch.{LAUNCH_FLAGS[k]}={v}" for k, v in flags.items()
+                 if k in LAUNCH_FLAGS and v is not None)
 
 
 def build_plan(
@@ -137,6 +167,7 @@ def build_plan(
     tasks: tuple[str, ...],
     limit: int | None,
     overrides: tuple[str, ...],
+    **launch: Any,
 ) -> Any:
     from srlm_harness import hardware
     from srlm_harness.plan import make_plan
@@ -146,6 +177,7 @@ def build_plan(
     state.require_healthy()
     if spec is None and model is None and not stages:
         spec = str(default_recipe())
+    overrides = (*overrides, *launch_overrides(launch))
     pipeline = load_pipeline(session.registry, spec, model, stages, tasks, limit, overrides)
     hw = hardware.detect(pipeline.hardware)
     return make_plan(pipeline, session.registry, hw, session.store, session.plugin_versions())
@@ -217,7 +249,14 @@ def check_plan(state: State, plan: Any) -> None:
         views.publish_target(plan.pipeline.publish)
 
 
+def launch_options(func: Any) -> Any:
+    for option in reversed(LAUNCH_OPTIONS):
+        func = option(func)
+    return func
+
+
 @cli.command("eval")
+@launch_options
 @click.argument("model")
 @click.option(
     "--tasks",
@@ -246,12 +285,13 @@ def eval_command(
     limit: int | None,
     overrides: tuple[str, ...],
     run_id: str | None,
+    **launch: Any,
 ) -> None:
     """Evaluate MODEL (Hub id, directory or .gguf) on TASKS."""
     from srlm_harness import views
 
     names = tuple(t.strip() for item in tasks for t in item.split(",") if t.strip())
-    plan = build_plan(state, None, model, (), names, limit, overrides)
+    plan = build_plan(state, None, model, (), names, limit, overrides, **launch)
     views.execute_and_report(state.session, plan, run_id)
 
 

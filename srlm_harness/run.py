@@ -29,6 +29,8 @@ from srlm_harness.api import (
     UserError,
     dataset_spec,
 )
+from srlm_harness.launch import InProcessLauncher as InProcessLauncher
+from srlm_harness.launch import make_launcher
 from srlm_harness.plan import EvalStep, Plan, StageStep
 from srlm_harness.session import Session
 from srlm_harness.store import atomic_write_json
@@ -57,15 +59,22 @@ class Reporter(Protocol):
 
 
 class Launcher(Protocol):
-    """Runs one stage. In-process today; multi-process (accelerate) launchers plug in here."""
+    """Runs one stage or evaluation: in this process (``InProcessLauncher``, the default)
+    or as several processes (``srlm_harness.launch.AccelerateLauncher``)."""
 
-    def launch(self, stage: StageType, ctx: StageContext) -> StageResult: ...
+    def launch(self, stage: StageType, ctx: StageContext) -> Any: ...
+    def evaluate(self, evaluator: Any, request: EvalRequest) -> EvalResult: ...
+    def describe(self) -> dict[str, Any]: ...
 
 
-class InProcessLauncher:
-    def launch(self, stage: StageType, ctx: StageContext) -> StageResult:
-        result = stage.run(ctx)
-        return result if isinstance(result, StageResult) else StageResult(dict(result or {}))
+def load_records(registry: Any, value: Any) -> list[dict[str, Any]]:
+    """The records of a dataset spec (a name or ``{name, split, limit, ...options}``)."""
+    spec = dataset_spec(value)
+    source = registry.datasets.get(spec["name"], where="dataset")
+    options = {k: v for k, v in spec.items() if k not in ("name", "split", "limit")}
+    records = source.load(options, spec["split"])
+    limit = spec.get("limit")
+    return list(records[:limit] if limit else records)
 
 
 def now() -> str:
@@ -118,7 +127,7 @@ class Runner:
         self.session = session
         self.plan = plan
         self.reporter = reporter
-        self.launcher = launcher or InProcessLauncher()
+        self.launcher = launcher or make_launcher(plan.pipeline.launch, session)
         self.store = session.store
         self.hook = session.plugins.hook
         self.model_dirs: dict[str, Path] = {}
@@ -161,12 +170,7 @@ class Runner:
         return self.model_dirs[key]
 
     def load_dataset(self, value: Any) -> list[dict[str, Any]]:
-        spec = dataset_spec(value)
-        source = self.session.registry.datasets.get(spec["name"], where="dataset")
-        options = {k: v for k, v in spec.items() if k not in ("name", "split", "limit")}
-        records = source.load(options, spec["split"])
-        limit = spec.get("limit")
-        return list(records[:limit] if limit else records)
+        return load_records(self.session.registry, value)
 
     def stage_context(self, step: StageStep, input_model: Path, output_dir: Path) -> StageContext:
         work = self.store.work_dir(step.key)
@@ -216,10 +220,13 @@ class Runner:
             "steps": [],
             "environment": self.session.environment(),
             "hardware": self.plan.hardware.as_dict(),
+            "launch": self.launcher.describe(),
             "started": now(),
             "finished": None,
         }
         self._save()
+        if hasattr(self.launcher, "run_dir"):
+            self.launcher.run_dir = self.run_dir  # per-rank logs go under the run folder
         self.info = RunInfo(run_id, self.run_dir, pipeline, self.plan)
         status = "failed"
         try:
@@ -294,6 +301,8 @@ class Runner:
             started = time.perf_counter()
             try:
                 result = self.launcher.launch(stage_type, ctx)
+                if not isinstance(result, StageResult):
+                    result = StageResult(dict(result or {}))
                 if not (output / "config.json").is_file():
                     raise UserError(
                         f"stage '{step.name}' wrote no model (no config.json)",
@@ -311,6 +320,8 @@ class Runner:
                 "metrics": result.metrics,
                 "seconds": seconds,
                 "finished": now(),
+                # Not part of the key: the global batch is the same on any process count.
+                "launch": self.launcher.describe(),
                 "environment": self.manifest["environment"],
             }
             self.store.commit("stages", step.key, tmp, manifest)
@@ -350,7 +361,7 @@ class Runner:
                 self.hook.srlm_eval_start(run=self.info, step=step)
                 started = time.perf_counter()
                 try:
-                    result = evaluator.evaluate(request)
+                    result = self.launcher.evaluate(evaluator, request)
                 except (UserError, KeyboardInterrupt):
                     self.store.discard(tmp)
                     raise
@@ -366,6 +377,7 @@ class Runner:
                     "files": files,
                     "seconds": seconds,
                     "finished": now(),
+                    "launch": self.launcher.describe(),
                 }
                 self.store.commit("evals", step.key, tmp, cached)
                 was_cached = False

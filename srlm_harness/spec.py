@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from srlm_harness.api import StageType, Task, UserError, reward_setting
+from srlm_harness.launch import LaunchSettings, parse_launch
 from srlm_harness.registry import Registry
 
 Where = dict[tuple[Any, ...], str]
@@ -97,6 +98,7 @@ class SpecModel(BaseModel):
     evaluate: EvaluateSpec | None = None
     stages: list[dict[str, Any]] = Field(default_factory=list)
     publish: str | dict[str, Any] | None = None
+    launch: dict[str, Any] | None = None
 
 
 @dataclass
@@ -122,10 +124,13 @@ class Pipeline:
     publish: str | dict[str, Any] | None
     source: str
     raw: dict[str, Any] = field(default_factory=dict)
+    launch: LaunchSettings = field(default_factory=LaunchSettings)
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved spec (defaults filled in): what the manifest records."""
+        launch = {"launch": self.launch.as_dict()} if self.launch.multi_process else {}
         return {
+            **launch,
             "name": self.name,
             "model": self.model,
             "seed": self.seed,
@@ -328,6 +333,11 @@ def validate(raw: Any, where: Where, registry: Registry, source: str) -> Pipelin
         publish=spec.publish,
         source=source,
         raw=raw,
+        launch=parse_launch(
+            spec.launch,
+            locate(where, ("launch",), top),
+            Path(source).resolve().parent if Path(source).is_file() else None,
+        ),
     )
 
 

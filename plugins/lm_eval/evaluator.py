@@ -138,7 +138,26 @@ def load_model(request: EvalRequest, options: dict[str, Any]) -> tuple[Any, str,
         first = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
         raise UserError(f"could not load the model: {first}", str(request.model_dir),
                         "check config.json and the weight files (re-run the stage)") from error
+    share_requests(lm)
     return lm, backend, args
+
+
+def share_requests(lm: Any) -> None:
+    """Under ``accelerate launch`` with several processes each one evaluates its share of the
+    requests (data parallel, one model copy per process). lm-eval's HF backend sets this up
+    itself only when it sees several GPUs; on CPUs (gloo) it is set up the same way here."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or getattr(lm, "world_size", 1) > 1:
+        return
+    if not hasattr(lm, "_world_size"):
+        return  # not the HF backend: vLLM splits work its own way
+    from accelerate import Accelerator
+
+    lm.accelerator = Accelerator()
+    lm._rank = lm.accelerator.process_index
+    lm._world_size = lm.accelerator.num_processes
+    print(f"lm-eval: data parallel, process {lm._rank} of {lm._world_size}", flush=True)
 
 
 def chat_setting(task_obj: Any, options: dict[str, Any]) -> bool:
@@ -168,6 +187,8 @@ def run_lm_eval(lm: Any, backend: str, model_args: dict, manager: Any, task_objs
         random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
         fewshot_random_seed=seed,
     )
+    if results is None:  # not rank 0 of a data-parallel run: rank 0 gathered everything
+        return {}, None
     # As the CLI records it (simple_evaluate names a pre-built LM by its class).
     results["config"].update({"model": backend, "model_args": model_args,
                               "batch_size": getattr(lm, "batch_size_per_gpu", None)})
@@ -231,6 +252,8 @@ def evaluate(request: EvalRequest) -> EvalResult:
                     f"{' (chat template)' if chat else ''}")
         runs.append(run_lm_eval(lm, backend, model_args, manager, task_objs, chat, request,
                                 options))
+    if getattr(lm, "rank", 0) != 0:
+        return EvalResult(scores=[], provenance={}, files={})
     results, samples, chat_sha = merge(runs)
     return write_outputs(request, results, samples, chat_sha, loaded, options, backend,
                          time.time() - started)
