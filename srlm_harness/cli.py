@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,12 @@ class State:
     """Per-invocation options; the session (plugins, registries, store) loads on demand."""
 
     def __init__(
-        self, plugins: tuple[str, ...], disable: tuple[str, ...], store: str | None, debug: bool
+        self,
+        plugins: tuple[str, ...],
+        disable: tuple[str, ...],
+        store: str | None,
+        debug: bool,
+        verbose: bool = False,
     ) -> None:
         self.plugin_paths, self.disable, self.store_root, self.debug = (
             plugins,
@@ -24,7 +31,25 @@ class State:
             store,
             debug,
         )
+        self.verbose = verbose
         self._session: Any = None
+
+    @property
+    def command(self) -> str:
+        """This invocation as a command a person can paste (to resume an interrupted run)."""
+        return shlex.join(["srlm-harness", *_PRELOADED.get("argv", [])])
+
+    def execute(self, plan: Any, run_id: str | None) -> Any:
+        from srlm_harness import views
+
+        return views.execute_and_report(
+            self.session,
+            plan,
+            run_id,
+            verbose=self.verbose,
+            command=self.command,
+            started=_PRELOADED.get("started"),
+        )
 
     @property
     def session(self) -> Any:
@@ -67,6 +92,12 @@ pass_state = click.make_pass_decorator(State)
 @click.version_option(__version__, "--version", prog_name="srlm-harness")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Show the libraries' own progress bars and warnings (else kept in the run's log).",
+)
+@click.option(
     "--plugin",
     "plugin_paths",
     multiple=True,
@@ -84,13 +115,14 @@ pass_state = click.make_pass_decorator(State)
 def cli(
     ctx: click.Context,
     debug: bool,
+    verbose: bool,
     plugin_paths: tuple[str, ...],
     disable: tuple[str, ...],
     store: str | None,
 ) -> None:
     """Train and evaluate small reasoning language models with any composition of SFT,
     distillation and GRPO; cache every stage; publish trustworthy leaderboard entries."""
-    ctx.obj = State(plugin_paths, disable, store, debug)
+    ctx.obj = State(plugin_paths, disable, store, debug, verbose)
 
 
 # --------------------------------------------------------------------------- run / plan / eval
@@ -108,11 +140,13 @@ def pipeline_options(func: Any) -> Any:
             help="Add a stage (repeatable, in order).",
         ),
         click.option(
+            "--tasks",
             "--eval",
+            "-t",
             "tasks",
             multiple=True,
             metavar="TASK",
-            help="Evaluate on this task (repeatable).",
+            help="Evaluate on these tasks (repeatable or comma-separated; --eval is an alias).",
         ),
         click.option("--limit", type=int, help="Evaluate on the first N samples per task."),
         click.option(
@@ -146,9 +180,15 @@ def build_plan(
     state.require_healthy()
     if spec is None and model is None and not stages:
         spec = str(default_recipe())
+    tasks = split_names(tasks)
     pipeline = load_pipeline(session.registry, spec, model, stages, tasks, limit, overrides)
     hw = hardware.detect(pipeline.hardware)
     return make_plan(pipeline, session.registry, hw, session.store, session.plugin_versions())
+
+
+def split_names(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--tasks a,b --tasks c`` -> ``("a", "b", "c")``, as lm_eval takes them."""
+    return tuple(t.strip() for item in values for t in item.split(",") if t.strip())
 
 
 def _is_study(spec: str) -> bool:
@@ -182,26 +222,53 @@ def run(state: State, dry_run: bool, run_id: str | None, **flags: Any) -> None:
     views.show_plan(plan, state.session.store)
     if dry_run:
         return
-    views.execute_and_report(state.session, plan, run_id)
+    state.execute(plan, run_id)
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of tables."
+)
 
 
 @cli.command()
 @pipeline_options
+@json_option
+@click.option("--resolved", is_flag=True, help="Print the fully resolved spec as YAML.")
 @pass_state
-def plan(state: State, **flags: Any) -> None:
+def plan(state: State, as_json: bool, resolved: bool, **flags: Any) -> None:
     """Show the ordered steps of a pipeline (or the tree of a study), each with its cache
     key and cache state."""
     from srlm_harness import views
 
     spec = flags["spec"]
-    if spec is not None and _is_study(spec):
+    if spec is not None and _is_study(spec) and not (as_json or resolved):
         from srlm_harness.study_cli import study
 
         click.get_current_context().invoke(
             study, spec=spec, dry_run=True, overrides=flags["overrides"]
         )
         return
-    views.show_plan(build_plan(state, **flags), state.session.store)
+    the_plan = build_plan(state, **flags)
+    if resolved:
+        click.echo(resolved_yaml(the_plan), nl=False)
+    elif as_json:
+        views.print_json(views.plan_data(the_plan, state.session.store))
+    else:
+        views.show_plan(the_plan, state.session.store)
+
+
+def resolved_yaml(the_plan: Any) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(the_plan.pipeline.as_dict(), sort_keys=False, allow_unicode=True))
+
+
+@cli.command()
+@pipeline_options
+@pass_state
+def config(state: State, **flags: Any) -> None:
+    """Print the fully resolved spec (defaults filled in, overrides applied) as YAML."""
+    click.echo(resolved_yaml(build_plan(state, **flags)), nl=False)
 
 
 @cli.command("eval")
@@ -235,37 +302,42 @@ def eval_command(
     run_id: str | None,
 ) -> None:
     """Evaluate MODEL (Hub id, directory or .gguf) on TASKS."""
-    from srlm_harness import views
-
-    names = tuple(t.strip() for item in tasks for t in item.split(",") if t.strip())
-    plan = build_plan(state, None, model, (), names, limit, overrides)
-    views.execute_and_report(state.session, plan, run_id)
+    plan = build_plan(state, None, model, (), tasks, limit, overrides)
+    state.execute(plan, run_id)
 
 
 # --------------------------------------------------------------------------- listings
 
 
 @cli.command()
+@json_option
 @pass_state
-def plugins(state: State) -> None:
+def plugins(state: State, as_json: bool) -> None:
     """List loaded plugins: name, version, hooks and where each came from."""
     from srlm_harness import views
 
     state.session.registry.all_tables()
-    views.show_plugins(state.session.plugins)
+    if as_json:
+        views.print_json(views.plugins_data(state.session.plugins))
+    else:
+        views.show_plugins(state.session.plugins)
     state.report_broken()
 
 
 def _listing(kind: str, help_text: str) -> None:
     @cli.command(kind, help=help_text)
     @click.argument("name", required=False)
+    @json_option
     @pass_state
-    def command(state: State, name: str | None) -> None:
+    def command(state: State, name: str | None, as_json: bool) -> None:
         from srlm_harness import views
 
         table = getattr(state.session.registry, kind)
         state.report_broken()
-        views.show_table(kind, table, name)
+        if as_json:
+            views.print_json(views.table_data(kind, table, name))
+        else:
+            views.show_table(kind, table, name)
 
 
 _listing("stages", "List training stages and their options (or one stage's, with NAME).")
@@ -280,22 +352,32 @@ def runs() -> None:
 
 
 @runs.command("list")
+@json_option
 @pass_state
-def runs_list(state: State) -> None:
+def runs_list(state: State, as_json: bool) -> None:
     """List runs, newest last."""
     from srlm_harness import views
 
-    views.show_runs(state.session.store)
+    if as_json:
+        views.print_json(views.runs_data(state.session.store))
+    else:
+        views.show_runs(state.session.store)
 
 
 @runs.command("show")
 @click.argument("run_id")
+@json_option
 @pass_state
-def runs_show(state: State, run_id: str) -> None:
-    """Show one run's steps, timings and scores."""
+def runs_show(state: State, run_id: str, as_json: bool) -> None:
+    """Show one run's steps, timings, scores and the paths of its models, results and
+    sample logs."""
     from srlm_harness import views
 
-    views.show_run(state.session.store.run_manifest(run_id))
+    manifest = state.session.store.run_manifest(run_id)
+    if as_json:
+        views.print_json(views.run_data(manifest))
+    else:
+        views.show_run(manifest)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -338,7 +420,9 @@ def _attach_builtin_groups() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    started = time.monotonic()
     argv = list(sys.argv[1:] if argv is None else argv)
+    _PRELOADED.update(argv=argv, started=started)
     debug = "--debug" in argv
     try:
         _attach_builtin_groups()
@@ -349,14 +433,21 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except KeyboardInterrupt:
         from srlm_harness.console import error
 
-        error("interrupted; finished stages are kept — run the same command again to resume")
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            click.echo(exc.ctx.get_usage(), err=True)
+            hint = f" (see {exc.ctx.command_path} --help)"
+        else:
+            hint = ""
+        error(f"{exc.format_message()}{hint}")
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C outside a run into Abort; a run reports what it kept itself.
+        from srlm_harness.console import error
+
+        command = shlex.join(["srlm-harness", *argv])
+        error(f"interrupted; finished stages are kept — run `{command}` again to resume")
         sys.exit(130)
     except UserError as exc:
         if debug:
