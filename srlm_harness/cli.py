@@ -180,6 +180,7 @@ def build_plan(
     state.require_healthy()
     if spec is None and model is None and not stages:
         spec = str(default_recipe())
+    spec = spec_file(spec)
     tasks = split_names(tasks)
     pipeline = load_pipeline(session.registry, spec, model, stages, tasks, limit, overrides)
     hw = hardware.detect(pipeline.hardware)
@@ -200,6 +201,17 @@ def _is_study(spec: str) -> bool:
     except (OSError, yaml.YAMLError):
         return False  # the pipeline loader reports it properly
     return isinstance(raw, dict) and ("pipelines" in raw or "grid" in raw or "models" in raw)
+
+
+def spec_file(spec: str | None) -> str | None:
+    """A spec path as given, or the file of a shipped recipe named so (``smollm2-cpu/sft``)."""
+    if spec is None or Path(spec).exists():
+        return spec
+    from srlm_harness import recipes
+
+    if spec.removesuffix(".yaml") in recipes.names():
+        return str(recipes.path(spec))
+    return spec
 
 
 def default_recipe() -> Path:
@@ -240,7 +252,7 @@ def plan(state: State, as_json: bool, resolved: bool, **flags: Any) -> None:
     key and cache state."""
     from srlm_harness import views
 
-    spec = flags["spec"]
+    spec = flags["spec"] = spec_file(flags["spec"])
     if spec is not None and _is_study(spec) and not (as_json or resolved):
         from srlm_harness.study_cli import study
 
@@ -378,6 +390,36 @@ def runs_show(state: State, run_id: str, as_json: bool) -> None:
         views.print_json(views.run_data(manifest))
     else:
         views.show_run(manifest)
+
+
+@cli.group(invoke_without_command=True)
+@json_option
+@click.pass_context
+def recipes(ctx: click.Context, as_json: bool) -> None:
+    """List the recipes shipped with the harness (pipelines and studies to run or copy).
+
+    Any command that takes a SPEC file also takes a recipe NAME."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from srlm_harness import recipes as shipped
+    from srlm_harness import views
+
+    rows = [{"name": n, "description": shipped.description(n)} for n in shipped.names()]
+    if as_json:
+        views.print_json(rows)
+    else:
+        views.show_recipes(rows)
+
+
+@recipes.command("copy")
+@click.argument("name")
+@click.argument("dest", required=False, type=click.Path())
+def recipes_copy(name: str, dest: str | None) -> None:
+    """Write recipe NAME to DEST (a file or folder; default: ./NAME.yaml) to edit."""
+    from srlm_harness import recipes as shipped
+
+    target = shipped.copy(name, dest)
+    click.echo(f"wrote {target} (plan it with: srlm-harness plan {shlex.quote(str(target))})")
 
 
 # --------------------------------------------------------------------------- entry point

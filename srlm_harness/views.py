@@ -288,6 +288,19 @@ def show_table(kind: str, table: Any, name: str | None) -> None:
         console.print("  [dim]any lm-eval built-in task name works too[/]")
 
 
+def show_recipes(rows: list[dict[str, str]]) -> None:
+    table = Table(title="Recipes", title_justify="left")
+    for col in ("name", "description"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(esc(row["name"]), esc(row["description"]))
+    console.print(table)
+    console.print(
+        "  [dim]srlm-harness recipes copy NAME [DEST] writes one to edit; "
+        "run and plan take a NAME too[/]"
+    )
+
+
 def _last_eval(manifest: dict[str, Any]) -> dict[str, Any] | None:
     evals = [s for s in manifest.get("steps", []) if s.get("kind") == "eval"]
     return evals[-1] if evals else None

@@ -289,3 +289,46 @@ def test_an_interrupt_that_a_library_swallows_still_stops_the_run(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "error: stopped; kept: nothing" in err
+
+
+def test_board_commands_take_paths_and_show_json(env, harness, tiny_model_dir, monkeypatch):
+    spec = env / "p.yaml"
+    spec.write_text(
+        f"model: {tiny_model_dir}\nstages:\n  - scale: {{factor: 2}}\n"
+        "evaluate: {tasks: [weights], after: [base, end]}\n"
+    )
+    assert harness(*PLUGIN, "run", spec, "--run-id", "r1")[0] == 0
+    monkeypatch.chdir(env)
+    board = env / "boards" / "mine"
+    code, out, err = harness(*PLUGIN, "leaderboard", "publish", "r1", "--board", board)
+    assert code == 0, err
+    assert (board / "entries").is_dir()
+    for argument in (str(board), "./boards/mine"):
+        code, out, err = harness(*PLUGIN, "leaderboard", "show", argument, "--json")
+        assert code == 0, err
+        [row] = json.loads(out)["ranked"]
+        assert row["pipeline"] and row["scores"]
+        _, table, _ = harness(*PLUGIN, "leaderboard", "show", argument)
+        assert row["run_id"] in table
+    code, _, err = harness(*PLUGIN, "leaderboard", "show", "no/such/board")
+    assert code == 2 and err.startswith("error: ")
+
+
+def test_recipes_are_listed_and_a_copy_plans(env, harness, monkeypatch):
+    code, out, err = harness("recipes", "--json")
+    assert code == 0, err
+    listed = {r["name"]: r["description"] for r in json.loads(out)}
+    assert "smollm2-cpu/sft" in listed and listed["smollm2-cpu/sft"].startswith("SmolLM2")
+    _, table, _ = harness("recipes")
+    assert listed["smollm2-cpu/sft"] in table
+    monkeypatch.chdir(env)
+    code, out, err = harness("recipes", "copy", "smollm2-cpu/sft")
+    assert code == 0, err
+    copy = env / "sft.yaml"
+    assert copy.is_file()
+    code, out, err = harness("plan", str(copy), "--json")
+    assert code == 0, err
+    by_name = json.loads(harness("plan", "smollm2-cpu/sft", "--json")[1])
+    assert [s["key"] for s in json.loads(out)["steps"]] == [s["key"] for s in by_name["steps"]]
+    code, _, err = harness("recipes", "copy", "smollm2-cpu/sft")
+    assert code == 2 and "already exists" in err
