@@ -39,17 +39,28 @@ class State:
         """This invocation as a command a person can paste (to resume an interrupted run)."""
         return shlex.join(["srlm-harness", *_PRELOADED.get("argv", [])])
 
-    def execute(self, plan: Any, run_id: str | None) -> Any:
-        from srlm_harness import views
+    def execute(self, plan: Any, run_id: str | None, trackers: list[str] | None = None) -> Any:
+        import os
 
-        return views.execute_and_report(
-            self.session,
-            plan,
-            run_id,
-            verbose=self.verbose,
-            command=self.command,
-            started=_PRELOADED.get("started"),
-        )
+        from srlm_harness import tracking, views
+
+        saved = os.environ.get(tracking.ENV)
+        if trackers:
+            os.environ[tracking.ENV] = ",".join(trackers)
+        try:
+            return views.execute_and_report(
+                self.session,
+                plan,
+                run_id,
+                verbose=self.verbose,
+                command=self.command,
+                started=_PRELOADED.get("started"),
+            )
+        finally:
+            if saved is None:
+                os.environ.pop(tracking.ENV, None)
+            else:
+                os.environ[tracking.ENV] = saved
 
     @property
     def session(self) -> Any:
@@ -84,6 +95,23 @@ class State:
 
 
 _PRELOADED: dict[str, Any] = {}
+
+
+def trackers(report_to: tuple[str, ...]) -> list[str]:
+    """``--report-to`` and ``$SRLM_HARNESS_REPORT_TO``, checked before anything runs."""
+    from srlm_harness import tracking
+
+    return tracking.check(list(dict.fromkeys([*split_names(report_to), *tracking.requested()])))
+
+
+report_option = click.option(
+    "--report-to",
+    "report_to",
+    multiple=True,
+    metavar="TRACKER",
+    help="Log training to tensorboard, wandb, mlflow, trackio... (transformers' report_to; "
+    "env SRLM_HARNESS_REPORT_TO). TensorBoard logs go into the run's folder.",
+)
 
 pass_state = click.make_pass_decorator(State)
 
@@ -225,16 +253,20 @@ def default_recipe() -> Path:
 @pipeline_options
 @click.option("--dry-run", is_flag=True, help="Show the plan and stop.")
 @click.option("--run-id", help="Name this run (default: timestamp + random suffix).")
+@report_option
 @pass_state
-def run(state: State, dry_run: bool, run_id: str | None, **flags: Any) -> None:
+def run(
+    state: State, dry_run: bool, run_id: str | None, report_to: tuple[str, ...], **flags: Any
+) -> None:
     """Run a pipeline from SPEC (YAML) and/or flags; with no arguments, the quick start."""
     from srlm_harness import views
 
+    names = trackers(report_to)
     plan = build_plan(state, **flags)
     views.show_plan(plan, state.session.store)
     if dry_run:
         return
-    state.execute(plan, run_id)
+    state.execute(plan, run_id, names)
 
 
 json_option = click.option(

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from srlm_harness import tracking
 from srlm_harness.api import (
     EvalRequest,
     EvalResult,
@@ -289,7 +290,9 @@ class Runner:
             self.hook.srlm_stage_start(run=self.info, stage=step)
             started = time.perf_counter()
             try:
-                result = self.launcher.launch(stage_type, ctx)
+                assert self.info is not None
+                with tracking.stage_environment(self.info.run_id, self.info.run_dir, step.label):
+                    result = self.launcher.launch(stage_type, ctx)
                 if not (output / "config.json").is_file():
                     raise UserError(
                         f"stage '{step.name}' wrote no model (no config.json)",
