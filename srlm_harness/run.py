@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from srlm_harness import tracking
+from srlm_harness import library_errors, tracking
 from srlm_harness.api import (
     EvalRequest,
     EvalResult,
@@ -303,7 +303,7 @@ class Runner:
                 raise
             except Exception as exc:
                 self.store.discard(tmp)
-                raise self._failure(f"stage {step.label}", exc) from exc
+                raise self._failure(f"stage {step.label}", exc, step) from exc
             seconds = round(time.perf_counter() - started, 2)
             manifest = {
                 **step.describe(),
@@ -355,7 +355,7 @@ class Runner:
                     raise
                 except Exception as exc:
                     self.store.discard(tmp)
-                    raise self._failure(f"evaluation '{step.label}'", exc) from exc
+                    raise self._failure(f"evaluation '{step.label}'", exc, step) from exc
                 seconds = round(time.perf_counter() - started, 2)
                 files = _relative_files(result.files, tmp)
                 cached = {
@@ -387,11 +387,11 @@ class Runner:
         self.reporter.step_end(step, was_cached, seconds, result)
         self.hook.srlm_eval_end(run=self.info, step=step, result=result, cached=was_cached)
 
-    def _failure(self, what: str, exc: BaseException) -> StageFailed:
+    def _failure(self, what: str, exc: BaseException, step: Any = None) -> Exception:
         log = self.run_dir / "error.log" if self.run_dir else None
         if log is not None:
             log.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
-        return StageFailed(what, exc, log)
+        return library_errors.translate(exc, what, step) or StageFailed(what, exc, log)
 
 
 def _relative_files(files: dict[str, Any], base: Path) -> dict[str, Any]:

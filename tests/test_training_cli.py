@@ -10,20 +10,17 @@ import pytest
 
 @pytest.fixture
 def problems(tmp_path: Path) -> Path:
+    """Sixteen addition questions as a local JSONL dataset in the standard columns."""
+    rows = [
+        {
+            "prompt": f"What is {i % 7} plus {i % 5}? Answer with the number only.",
+            "answer": str(i % 7 + i % 5),
+            "solution": f"{i % 7} + {i % 5} = {i % 7 + i % 5}. #### {i % 7 + i % 5}",
+        }
+        for i in range(16)
+    ]
     path = tmp_path / "sums.jsonl"
-    with path.open("w") as f:
-        for i in range(16):
-            a, b = i % 7, (3 * i) % 5
-            f.write(
-                json.dumps(
-                    {
-                        "prompt": f"What is {a} plus {b}? Answer with the number only.",
-                        "answer": str(a + b),
-                        "solution": f"{a} + {b} = {a + b}. #### {a + b}",
-                    }
-                )
-                + "\n"
-            )
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 
 
@@ -66,3 +63,37 @@ def test_an_unknown_or_missing_tracker_is_a_one_line_error(
     spec = sft_spec(tmp_path, tiny_model_dir, problems)
     code, _, err = harness("run", spec, "--report-to", "tensorbored")
     assert code == 2 and err.startswith("error: --report-to: unknown tracker 'tensorbored'")
+
+
+def test_max_length_below_the_prompts_says_how_long_they_are(
+    harness, tiny_model_dir, problems, tmp_path
+):  # type: ignore[no-untyped-def]
+    spec = sft_spec(tmp_path, tiny_model_dir, problems, max_length=8)
+    code, _, err = harness("run", spec)
+    assert code == 2, err
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: stage sft: max_length: all 16 examples were dropped")
+    assert "prompts are " in line and "raise sft.max_length above" in line
+    assert "IndexError" not in err
+
+
+def test_library_errors_caused_by_settings_name_the_key() -> None:
+    from srlm_harness.library_errors import translate
+    from srlm_harness.testing import make_tokenizer
+
+    class Step:
+        kind, name = "stage", "sft"
+
+    class OutOfMemoryError(RuntimeError):  # torch.cuda.OutOfMemoryError, on any machine
+        pass
+
+    oom = translate(OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "x", Step)
+    assert oom is not None and "sft.batch_size" in oom.hint and "gradient_checkpointing" in oom.hint
+
+    tokenizer = make_tokenizer()
+    tokenizer.chat_template = None
+    with pytest.raises(ValueError) as raised:
+        tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    chat = translate(raised.value, "stage 1:sft", Step)
+    assert chat is not None and "sft.prompt_format: plain" in chat.hint
+    assert translate(RuntimeError("something else"), "x", Step) is None
