@@ -179,6 +179,8 @@ class EvalRequest:
     hardware: Hardware
     options: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str], None] = print
+    #: (done, total, description) as requests are answered; the run's progress display.
+    progress: Callable[[int, int, str], None] | None = None
 
 
 @dataclass

@@ -77,6 +77,7 @@ class RichReporter:
         self.task_id: Any = None
         self.scores: dict[str, dict[str, float]] = {}  # label -> task -> value
         self.labels: list[str] = []
+        self.quarters: dict[str, int] = {}  # description -> quarters reported (piped output)
 
     def info(self, message: str) -> None:
         self._print(Text.assemble(("  · ", "dim"), message))
@@ -91,6 +92,7 @@ class RichReporter:
         what = f"stage {step.label}" if step.kind == "stage" else f"eval {step.label}"
         if cached:
             return
+        self.quarters = {}
         self.out.print(f"[bold]▶ {esc(what)}[/] [dim]{step.key[:12]}[/]")
         self.progress_bar = Progress(
             TextColumn("  {task.description}"),
@@ -114,6 +116,12 @@ class RichReporter:
             self.progress_bar.update(
                 self.task_id, completed=done, total=total or None, description=description
             )
+        if not self.out.is_terminal and total > 0:
+            # Piped: a plain line at each quarter, so a log shows the run is alive.
+            quarter = 4 * min(done, total) // total
+            if quarter > self.quarters.get(description, 0):
+                self.quarters[description] = quarter
+                self._print(Text.assemble(("  · ", "dim"), f"{description} {done}/{total}"))
 
     def stop(self) -> None:
         """Take the live display down (at the end of a step, or when the run is stopped)."""

@@ -137,6 +137,8 @@ class Runner:
         """The HF directory for a model key: the base model, or a finished stage's output."""
         if key not in self.model_dirs:
             if key == self.plan.model.key:
+                # A first use may download or convert (a GGUF) for a minute or more.
+                self.reporter.info(f"resolving model {self.plan.model.ref} ...")
                 resolved = self.session.resolve_model(self.plan.model.ref)
                 self.manifest["model"].update(
                     source=resolved.source,
@@ -345,6 +347,7 @@ class Runner:
                     self.plan.hardware,
                     dict(step.options),
                     self.reporter.info,
+                    progress=self.reporter.progress,
                 )
                 self.hook.srlm_eval_start(run=self.info, step=step)
                 started = time.perf_counter()

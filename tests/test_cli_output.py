@@ -41,7 +41,7 @@ def test_piped_run_is_plain_lines_without_library_noise(env, tiny_model_dir, sto
     deep.parent.mkdir(parents=True)
     deep.write_text(
         f"model: {tiny_model_dir}\n"
-        "stages:\n  - scale: {factor: 1.5}\n"
+        "stages:\n  - scale: {factor: 1.5}\n  - steps: {steps: 8}\n"
         "evaluate: {tasks: [weights], after: [base, end]}\n"
     )
     done = run_piped("run", str(deep))
@@ -60,6 +60,10 @@ def test_piped_run_is_plain_lines_without_library_noise(env, tiny_model_dir, sto
     # Paths of the model, results and sample logs are printed at the end.
     assert "outputs:" in done.stdout and "samples weights" in done.stdout
     assert "complete in" in done.stdout
+    # Progress is a plain line at each quarter, not a bar.
+    assert [line.strip() for line in done.stdout.splitlines() if "· steps " in line] == [
+        f"· steps {n}/8" for n in (2, 4, 6, 8)
+    ]
 
 
 def test_json_listings_parse_and_match_the_tables(env, harness, tiny_model_dir, store):
