@@ -336,3 +336,12 @@ def test_recipes_are_listed_and_a_copy_plans(env, harness, monkeypatch):
     assert [s["key"] for s in json.loads(out)["steps"]] == [s["key"] for s in by_name["steps"]]
     code, _, err = harness("recipes", "copy", "smollm2-cpu/sft")
     assert code == 2 and "already exists" in err
+
+
+def test_a_hub_id_offline_names_hf_hub_offline_as_the_cause(env, harness):
+    # conftest sets HF_HUB_OFFLINE=1, as a person working offline would.
+    code, _, err = harness(
+        *PLUGIN, "plan", "--model", "some-org/absent-model", "--tasks", "weights"
+    )
+    assert code == 2
+    assert "looks like a Hub id, but HF_HUB_OFFLINE=1 is set" in err
