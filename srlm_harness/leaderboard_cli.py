@@ -60,16 +60,19 @@ def _root(ctx: click.Context) -> str | None:
 
 def _board_at(ctx: click.Context, board: str) -> tuple[str, str | None]:
     """(name, root) of a board argument: a name under ``--root`` (or ``leaderboards/NAME``
-    as specs write it), or a path to a board folder such as ``./board`` or ``/abs/board``."""
+    as specs write it), or an explicit folder path: absolute, ``./DIR`` or ``~/DIR``. Any
+    other path (``../../x``, ``a/b``) stays an invalid name, so nothing lands outside the
+    boards root by accident."""
     from srlm_harness.leaderboard import board_path
 
-    try:
-        board_path(board, _root(ctx))
-        return board, _root(ctx)
-    except UserError:
-        path = Path(board)
-        if "/" not in board.strip("/") and not path.is_dir():
+    path = Path(board).expanduser()
+    if not board.startswith(("/", "./", "~")):
+        try:
+            board_path(board, _root(ctx))
+        except UserError as exc:
+            exc.hint = f"{exc.hint}; or give the board's folder as ./DIR or /abs/DIR"
             raise
+        return board, _root(ctx)
     path = path.resolve()
     return path.name, str(path.parent)
 
