@@ -174,7 +174,7 @@ class EvalRequest:
     model_dir: Path
     tasks: list[Task]
     output_dir: Path
-    limit: int | None
+    limit: float | None  # samples per task, or a fraction below 1 (as lm_eval takes)
     seed: int
     hardware: Hardware
     options: dict[str, Any] = field(default_factory=dict)

@@ -156,6 +156,30 @@ def cli(
 # --------------------------------------------------------------------------- run / plan / eval
 
 
+class SampleLimit(click.ParamType):
+    """``--limit 100`` (samples per task) or ``--limit 0.1`` (a fraction, as lm_eval takes)."""
+
+    name = "N|FRACTION"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of samples or a fraction", param, ctx)
+        if number <= 0 or (number >= 1 and not number.is_integer()):
+            self.fail(
+                f"{value!r}: give a whole number of samples or a fraction below 1", param, ctx
+            )
+        return int(number) if number >= 1 else number
+
+
+limit_option = click.option(
+    "--limit",
+    type=SampleLimit(),
+    help="Evaluate on the first N samples per task, or a fraction of each (0.1).",
+)
+
+
 def pipeline_options(func: Any) -> Any:
     options = [
         click.argument("spec", required=False, type=click.Path(dir_okay=False)),
@@ -176,7 +200,7 @@ def pipeline_options(func: Any) -> Any:
             metavar="TASK",
             help="Evaluate on these tasks (repeatable or comma-separated; --eval is an alias).",
         ),
-        click.option("--limit", type=int, help="Evaluate on the first N samples per task."),
+        limit_option,
         click.option(
             "-o",
             "--override",
@@ -197,7 +221,7 @@ def build_plan(
     model: str | None,
     stages: tuple[str, ...],
     tasks: tuple[str, ...],
-    limit: int | None,
+    limit: float | None,
     overrides: tuple[str, ...],
 ) -> Any:
     from srlm_harness import hardware
@@ -326,7 +350,7 @@ def config(state: State, **flags: Any) -> None:
     metavar="TASK",
     help="Task names (repeatable or comma-separated).",
 )
-@click.option("--limit", type=int, help="Evaluate on the first N samples per task.")
+@limit_option
 @click.option(
     "-o",
     "--override",
@@ -341,7 +365,7 @@ def eval_command(
     state: State,
     model: str,
     tasks: tuple[str, ...],
-    limit: int | None,
+    limit: float | None,
     overrides: tuple[str, ...],
     run_id: str | None,
 ) -> None:

@@ -55,7 +55,7 @@ def library_output_to(log: Path, verbose: bool = False) -> Iterator[int | None]:
         yield saved_fd
     finally:
         sys.stderr = previous_stderr
-        err_console.file = previous_file
+        err_console._file = previous_file  # None again: follow sys.stderr
         handle.flush()
         if saved_fd is not None and fd is not None:
             os.dup2(saved_fd, fd)

@@ -78,7 +78,7 @@ class EvalStep:
     key: str
     evaluator: str
     tasks: list[Task]
-    limit: int | None
+    limit: float | None  # samples per task, or a fraction below 1
     seed: int
     options: dict[str, Any]
     cached: bool = False

@@ -345,3 +345,18 @@ def test_a_hub_id_offline_names_hf_hub_offline_as_the_cause(env, harness):
     )
     assert code == 2
     assert "looks like a Hub id, but HF_HUB_OFFLINE=1 is set" in err
+
+
+def test_limit_takes_a_count_or_a_fraction(env, harness, tiny_model_dir):
+    def limits(*flags: str) -> list[object]:
+        code, out, err = harness(
+            *PLUGIN, "plan", "--model", tiny_model_dir, "--tasks", "weights", "--json", *flags
+        )
+        assert code == 0, err
+        return [s["limit"] for s in json.loads(out)["steps"]]
+
+    assert limits("--limit", "0.25") == [0.25]
+    assert limits("--limit", "20") == [20]
+    assert limits("-o", "evaluate.limit=0.5") == [0.5]
+    code, _, err = harness(*PLUGIN, "plan", "--model", tiny_model_dir, "--limit", "1.5")
+    assert code == 2 and "fraction below 1" in err

@@ -66,3 +66,11 @@ def test_a_piped_evaluation_keeps_library_output_in_the_log(tmp_path, rg_cache):
     assert str(log) in done.stdout
     assert log.read_text().strip()  # what the libraries printed is kept, not lost
     assert "eval: generating answers 4/4" in done.stdout
+
+
+def test_a_fractional_limit_evaluates_that_share_of_each_task(tmp_path, rg_cache):  # type: ignore[no-untyped-def]
+    model = make_answering_model(tmp_path / "model")
+    result = evaluate(request(model, ["rg_basic_arithmetic"], tmp_path / "out", limit=0.01))
+    [score] = result.scores
+    assert score.n == 5  # 1% of the task's 500 held-out problems
+    assert result.provenance["partial"] is True
