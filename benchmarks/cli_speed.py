@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -21,13 +22,18 @@ import time
 HEAVY = ("torch", "transformers", "trl", "lm_eval", "peft", "datasets")
 
 
-def wall(cmd: list[str], repeat: int) -> list[float]:
-    times = []
+def wall(cmd: list[str], repeat: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU (user + system) seconds of each run. On a shared, loaded machine the CPU
+    time is the steadier number: wall time there includes waiting for a core."""
+    times, cpu = [], []
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         times.append(time.perf_counter() - start)
-    return times
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return times, cpu
 
 
 def heavy_imports(args: list[str]) -> list[str]:
@@ -55,11 +61,12 @@ def main() -> None:
         (["plan", args.recipe], 1.0),
     )
     for argv, target in commands:
-        times = wall([exe, *argv], args.repeat)
+        times, cpu = wall([exe, *argv], args.repeat)
         median = statistics.median(times)
         verdict = "OK" if median < target else "SLOW"
         print(
             f"srlm-harness {' '.join(argv):24s} median {median:.3f}s  best {min(times):.3f}s  "
+            f"cpu {statistics.median(cpu):.3f}s  "
             f"target < {target}s  {verdict}  heavy imports: {heavy_imports(argv) or 'none'}"
         )
 

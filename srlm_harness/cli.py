@@ -156,6 +156,16 @@ def cli(
 # --------------------------------------------------------------------------- run / plan / eval
 
 
+def complete_spec(ctx: Any, param: Any, incomplete: str) -> list[Any]:
+    """Shell completion of a SPEC argument: shipped recipe names, then files."""
+    from click.shell_completion import CompletionItem
+
+    from srlm_harness import recipes
+
+    names = [CompletionItem(n) for n in recipes.names() if n.startswith(incomplete)]
+    return [*names, CompletionItem(incomplete, type="file")]
+
+
 class SampleLimit(click.ParamType):
     """``--limit 100`` (samples per task) or ``--limit 0.1`` (a fraction, as lm_eval takes)."""
 
@@ -182,7 +192,12 @@ limit_option = click.option(
 
 def pipeline_options(func: Any) -> Any:
     options = [
-        click.argument("spec", required=False, type=click.Path(dir_okay=False)),
+        click.argument(
+            "spec",
+            required=False,
+            type=click.Path(dir_okay=False),
+            shell_complete=complete_spec,
+        ),
         click.option("--model", help="Model reference: Hub id, local dir or .gguf file."),
         click.option(
             "--stage",

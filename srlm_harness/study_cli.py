@@ -42,8 +42,14 @@ def show_tree(study: Any) -> dict[str, int]:
     return counts
 
 
+def _complete_spec(ctx: Any, param: Any, incomplete: str) -> list[Any]:
+    from srlm_harness.cli import complete_spec
+
+    return complete_spec(ctx, param, incomplete)
+
+
 @click.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path(dir_okay=False), shell_complete=_complete_spec)
 @click.option("--dry-run", is_flag=True, help="Show the tree of steps and stop.")
 @click.option(
     "-o",
