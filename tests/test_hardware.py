@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -159,3 +160,31 @@ def test_caching_allocator_reuses_freed_memory_instead_of_faulting_fresh_pages()
     # Each fresh 64 MiB mapping faults in 16,384 pages: 20 of them is ~330k faults.
     assert system > 20 * 10_000, (system, caching)
     assert caching < system / 10, (system, caching)
+
+
+def test_a_cuda_build_and_nvidia_smi_find_the_gpu_without_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H200, 143771, 9.0'\necho 'Tesla T4, 15360, 7.5'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(hardware, "_torch_libraries", lambda: ["libtorch_cuda.so", "libc10.so"])
+
+    def found(visible: str | None) -> hardware.Accelerator | None:
+        if visible is None:
+            monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        else:
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        hardware.find_accelerator.cache_clear()
+        try:
+            return hardware.find_accelerator()
+        finally:
+            hardware.find_accelerator.cache_clear()
+
+    assert found(None) == hardware.Accelerator("cuda", "NVIDIA H200", 143771 / 1024, True)
+    t4 = found("1")
+    assert t4 is not None and (t4.name, t4.bf16) == ("Tesla T4", False)
+    assert found("") is None  # no GPU visible: the CPU
+    monkeypatch.setattr(hardware, "find_accelerator", lambda: t4)
+    assert (hardware.detect().device, hardware.detect().dtype) == ("cuda", "float16")
