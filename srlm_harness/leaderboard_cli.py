@@ -203,8 +203,10 @@ def _load_board(ctx: click.Context, board: str) -> tuple[Path, list[dict[str, An
             f"no board {board!r}", str(board_dir), "publish a run to it first, or check --root"
         )
     found, problems = board_entries(board_dir)
+    from srlm_harness.console import warn
+
     for problem in problems:
-        click.echo(f"skipped: {problem}", err=True)
+        warn(f"skipped: {problem}")
     return board_dir, [data for _, data in found]
 
 

@@ -256,6 +256,12 @@ def table_data(kind: str, table: Any, name: str | None) -> Any:
     }
 
 
+def summary(description: str) -> str:
+    """A description's first paragraph on one line, without reST double backticks."""
+    first = description.strip().split("\n\n")[0]
+    return " ".join(first.split()).replace("``", "`")
+
+
 def show_table(kind: str, table: Any, name: str | None) -> None:
     data = table_data(kind, table, name)
     if name is not None:
@@ -278,9 +284,7 @@ def show_table(kind: str, table: Any, name: str | None) -> None:
     for col in ("name", "plugin", "description"):
         listing.add_column(col)
     for row in data:
-        listing.add_row(
-            esc(row["name"]), esc(row["plugin"]), esc(row["description"].split("\n")[0])
-        )
+        listing.add_row(esc(row["name"]), esc(row["plugin"]), esc(summary(row["description"])))
     console.print(listing)
     if kind == "stages":
         console.print("  [dim]srlm-harness stages NAME shows a stage's options[/]")

@@ -362,3 +362,19 @@ def test_limit_takes_a_count_or_a_fraction(env, harness, tiny_model_dir):
     assert limits("-o", "evaluate.limit=0.5") == [0.5]
     code, _, err = harness(*PLUGIN, "plan", "--model", tiny_model_dir, "--limit", "1.5")
     assert code == 2 and "fraction below 1" in err
+
+
+def test_listings_show_whole_descriptions_and_keys_when_piped():
+    done = subprocess.run(
+        [sys.executable, "-m", "srlm_harness", "rewards", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    accuracy = next(r for r in json.loads(done.stdout) if r["name"] == "accuracy")
+    assert accuracy["description"].endswith(".")  # a sentence, not its first line
+    table = run_piped("rewards").stdout
+    line = next(line for line in table.splitlines() if "accuracy" in line)
+    assert accuracy["description"].replace("``", "`") in line
+    options = run_piped("stages", "sft").stdout
+    assert "gradient_accumulation" in options and "…" not in options
