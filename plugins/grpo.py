@@ -28,7 +28,7 @@ from srlm_harness.api import (
 from srlm_harness.hookspecs import hookimpl
 
 from . import training
-from .generation_progress import report_generation
+from .progress_bars import report_generation
 
 FULL_LR = 1e-6
 LORA_LR = 1e-5

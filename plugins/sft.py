@@ -23,6 +23,7 @@ from srlm_harness.api import (
 from srlm_harness.hookspecs import hookimpl
 
 from . import training
+from .progress_bars import DATASETS_BARS, bars_to_progress
 
 
 class SftConfig(training.TrainingOptions):
@@ -81,14 +82,17 @@ def train_sft(
         # CPU (no flash-attention kernels for padding-free batches) is the cheap win.
         train_sampling_strategy="group_by_length",
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(examples),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[training.progress_callback(ctx, description)],
-    )
+    # TRL tokenises, labels and truncates the examples here: shown as the step's progress.
+    preparing = lambda desc: f"{description}: {desc.lower() or 'preparing data'}"  # noqa: E731
+    with bars_to_progress(ctx.progress, DATASETS_BARS, preparing):
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(examples),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[training.progress_callback(ctx, description)],
+        )
     check_examples_left(trainer, examples, tokenizer, options.max_length, description)
     metrics = training.train(trainer, ctx)
     metrics.update(examples=len(examples), prompt_format="chat" if chat else "plain")
