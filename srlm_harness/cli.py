@@ -324,7 +324,16 @@ def plan(state: State, as_json: bool, resolved: bool, **flags: Any) -> None:
     from srlm_harness import views
 
     spec = flags["spec"] = spec_file(flags["spec"])
-    if spec is not None and _is_study(spec) and not (as_json or resolved):
+    if spec is not None and _is_study(spec):
+        if resolved:
+            raise UserError(
+                "--resolved prints one pipeline; this spec is a study",
+                spec,
+                "leave --resolved out to see the study's tree",
+            )
+        if as_json:
+            views.print_json(study_data(state, spec, flags["overrides"]))
+            return
         from srlm_harness.study_cli import study
 
         click.get_current_context().invoke(
@@ -338,6 +347,25 @@ def plan(state: State, as_json: bool, resolved: bool, **flags: Any) -> None:
         views.print_json(views.plan_data(the_plan, state.session.store))
     else:
         views.show_plan(the_plan, state.session.store)
+
+
+def study_data(state: State, spec: str, overrides: tuple[str, ...]) -> dict[str, Any]:
+    from srlm_harness import hardware, views
+    from srlm_harness.study import load_study
+
+    session = state.session
+    state.require_healthy()
+    found = load_study(
+        spec, session.registry, hardware.detect, session.store, session.plugin_versions(), overrides
+    )
+    unique = found.unique_stages()
+    return {
+        "study": found.name,
+        "source": str(found.source),
+        "unique_stages": len(unique),
+        "cached": sum(step.cached for step in unique.values()),
+        "pipelines": [views.plan_data(plan, session.store) for plan in found.plans],
+    }
 
 
 def resolved_yaml(the_plan: Any) -> str:

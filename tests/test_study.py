@@ -43,6 +43,10 @@ def test_study_trains_each_unique_stage_once_and_reports(study_spec, harness, st
     # Unique stages: half, grow, steps; half>steps, grow>steps; shrink after each of the
     # five prefixes (none, half, grow, steps, half>steps, grow>steps) = 6 -> 3 + 2 + 6 = 11.
     assert "11 unique stages, 0 already cached" in out
+    code, out, err = harness(*PLUGIN, "plan", study_spec, "--json")
+    assert code == 0, err
+    tree = json.loads(out)
+    assert (len(tree["pipelines"]), tree["unique_stages"], tree["cached"]) == (12, 11, 0)
 
     code, out, err = harness(*PLUGIN, "study", study_spec)
     assert code == 0, err
