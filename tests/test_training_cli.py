@@ -100,3 +100,24 @@ def test_library_errors_caused_by_settings_name_the_key() -> None:
     chat = translate(raised.value, "stage 1:sft", Step)
     assert chat is not None and "sft.prompt_format: plain" in chat.hint
     assert translate(RuntimeError("something else"), "x", Step) is None
+
+
+@pytest.mark.slow
+def test_ctrl_c_inside_a_trainer_keeps_its_checkpoint_and_resumes(
+    fixture_plugins, tiny_model_dir, problems, store, tmp_path
+):  # type: ignore[no-untyped-def]
+    from test_cli_output import _checkpoints, _ctrl_c_run, run_piped
+
+    spec = sft_spec(tmp_path, tiny_model_dir, problems, save_steps=2)
+    spec.write_text(spec.read_text().replace("max_steps: 2", "max_steps: 40"))
+    code, text = _ctrl_c_run(
+        spec, r"stage 1:sft", _checkpoints(store, "checkpoint-*/trainer_state.json")
+    )
+    assert code == 130, text
+    assert "interrupted; kept: checkpoints of stage 1:sft" in text
+    done = run_piped("run", str(spec))
+    assert done.returncode == 0, done.stderr
+    assert "resuming from" in done.stdout
+    [stage] = list((store / "stages").iterdir())
+    metrics = json.loads((stage / "manifest.json").read_text())["metrics"]
+    assert metrics["resumed_from_step"] >= 2 and metrics["steps"] == 40
