@@ -12,6 +12,14 @@ import click
 
 from srlm_harness import __version__
 from srlm_harness.api import UserError
+from srlm_harness.cli_options import (
+    complete_spec,
+    json_option,
+    limit_option,
+    report_option,
+    split_names,
+    trackers,
+)
 
 
 class State:
@@ -97,22 +105,6 @@ class State:
 _PRELOADED: dict[str, Any] = {}
 
 
-def trackers(report_to: tuple[str, ...]) -> list[str]:
-    """``--report-to`` and ``$SRLM_HARNESS_REPORT_TO``, checked before anything runs."""
-    from srlm_harness import tracking
-
-    return tracking.check(list(dict.fromkeys([*split_names(report_to), *tracking.requested()])))
-
-
-report_option = click.option(
-    "--report-to",
-    "report_to",
-    multiple=True,
-    metavar="TRACKER",
-    help="Log training to tensorboard, wandb, mlflow, trackio... (transformers' report_to; "
-    "env SRLM_HARNESS_REPORT_TO). TensorBoard logs go into the run's folder.",
-)
-
 pass_state = click.make_pass_decorator(State)
 
 
@@ -154,40 +146,6 @@ def cli(
 
 
 # --------------------------------------------------------------------------- run / plan / eval
-
-
-def complete_spec(ctx: Any, param: Any, incomplete: str) -> list[Any]:
-    """Shell completion of a SPEC argument: shipped recipe names, then files."""
-    from click.shell_completion import CompletionItem
-
-    from srlm_harness import recipes
-
-    names = [CompletionItem(n) for n in recipes.names() if n.startswith(incomplete)]
-    return [*names, CompletionItem(incomplete, type="file")]
-
-
-class SampleLimit(click.ParamType):
-    """``--limit 100`` (samples per task) or ``--limit 0.1`` (a fraction, as lm_eval takes)."""
-
-    name = "N|FRACTION"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> int | float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number of samples or a fraction", param, ctx)
-        if number <= 0 or (number >= 1 and not number.is_integer()):
-            self.fail(
-                f"{value!r}: give a whole number of samples or a fraction below 1", param, ctx
-            )
-        return int(number) if number >= 1 else number
-
-
-limit_option = click.option(
-    "--limit",
-    type=SampleLimit(),
-    help="Evaluate on the first N samples per task, or a fraction of each (0.1).",
-)
 
 
 def pipeline_options(func: Any) -> Any:
@@ -254,11 +212,6 @@ def build_plan(
     return make_plan(pipeline, session.registry, hw, session.store, session.plugin_versions())
 
 
-def split_names(values: tuple[str, ...]) -> tuple[str, ...]:
-    """``--tasks a,b --tasks c`` -> ``("a", "b", "c")``, as lm_eval takes them."""
-    return tuple(t.strip() for item in values for t in item.split(",") if t.strip())
-
-
 def _is_study(spec: str) -> bool:
     """A study spec names ``models`` and ``pipelines`` or a ``grid`` instead of one pipeline."""
     import yaml
@@ -306,11 +259,6 @@ def run(
     if dry_run:
         return
     state.execute(plan, run_id, names)
-
-
-json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of tables."
-)
 
 
 @cli.command()
@@ -491,36 +439,6 @@ def runs_show(state: State, run_id: str, as_json: bool) -> None:
         views.show_run(manifest)
 
 
-@cli.group(invoke_without_command=True)
-@json_option
-@click.pass_context
-def recipes(ctx: click.Context, as_json: bool) -> None:
-    """List the recipes shipped with the harness (pipelines and studies to run or copy).
-
-    Any command that takes a SPEC file also takes a recipe NAME."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from srlm_harness import recipes as shipped
-    from srlm_harness import views
-
-    rows = [{"name": n, "description": shipped.description(n)} for n in shipped.names()]
-    if as_json:
-        views.print_json(rows)
-    else:
-        views.show_recipes(rows)
-
-
-@recipes.command("copy")
-@click.argument("name")
-@click.argument("dest", required=False, type=click.Path())
-def recipes_copy(name: str, dest: str | None) -> None:
-    """Write recipe NAME to DEST (a file or folder; default: ./NAME.yaml) to edit."""
-    from srlm_harness import recipes as shipped
-
-    target = shipped.copy(name, dest)
-    click.echo(f"wrote {target} (plan it with: srlm-harness plan {shlex.quote(str(target))})")
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -553,6 +471,7 @@ def _attach_builtin_groups() -> None:
     for module, name in (
         ("srlm_harness.leaderboard_cli", "leaderboard"),
         ("srlm_harness.study_cli", "study"),
+        ("srlm_harness.recipes_cli", "recipes"),
     ):
         try:
             cli.add_command(getattr(importlib.import_module(module), name))

@@ -43,7 +43,7 @@ def show_tree(study: Any) -> dict[str, int]:
 
 
 def _complete_spec(ctx: Any, param: Any, incomplete: str) -> list[Any]:
-    from srlm_harness.cli import complete_spec
+    from srlm_harness.cli_options import complete_spec
 
     return complete_spec(ctx, param, incomplete)
 
