@@ -84,6 +84,11 @@ class EvaluateSpec(BaseModel):
         description="samples per task, or a fraction of each task below 1 (as lm_eval's "
         "--limit); marks results partial",
     )
+    after: list[When] = Field(
+        default_factory=lambda: list[When](["base", "end"]),
+        description="when to evaluate: the base model, after each stage, after the last",
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="evaluator options")
 
     @field_validator("limit")
     @classmethod
@@ -93,11 +98,6 @@ class EvaluateSpec(BaseModel):
                 raise ValueError("a limit of 1 or more is a number of samples: a whole number")
             return int(value)
         return value
-    after: list[When] = Field(
-        default_factory=lambda: list[When](["base", "end"]),
-        description="when to evaluate: the base model, after each stage, after the last",
-    )
-    options: dict[str, Any] = Field(default_factory=dict, description="evaluator options")
 
 
 class SpecModel(BaseModel):

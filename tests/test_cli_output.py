@@ -369,6 +369,9 @@ def test_limit_takes_a_count_or_a_fraction(env, harness, tiny_model_dir):
     assert limits("-o", "evaluate.limit=0.5") == [0.5]
     code, _, err = harness(*PLUGIN, "plan", "--model", tiny_model_dir, "--limit", "1.5")
     assert code == 2 and "fraction below 1" in err
+    flags = ("plan", "--model", tiny_model_dir, "--tasks", "weights", "-o", "evaluate.limit=2.5")
+    code, _, err = harness(*PLUGIN, *flags)
+    assert code == 2 and "a whole number" in err and "evaluate.limit=2.5" in err
 
 
 def test_listings_show_whole_descriptions_and_keys_when_piped():
