@@ -28,6 +28,7 @@ from srlm_harness.api import (
 from srlm_harness.hookspecs import hookimpl
 
 from . import training
+from .progress_bars import report_generation
 
 FULL_LR = 1e-6
 LORA_LR = 1e-5
@@ -293,6 +294,7 @@ def run(ctx: StageContext) -> StageResult:
         peft_config=peft_config,
         callbacks=[training.progress_callback(ctx, "grpo"), reward_logger(ctx)],
     )
+    report_generation(trainer, ctx, config.max_completion_length, "grpo")
     metrics = training.train(trainer, ctx)
     metrics.update(grpo_metrics(trainer.state.log_history, list(config.rewards)))
     metrics.update(

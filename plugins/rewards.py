@@ -168,7 +168,7 @@ def overlong(prompts: list[Any], completions: list[Any], **columns: Any) -> list
 
 
 def _reward(name: str, fn: Callable[..., list[float]], columns: tuple[str, ...]) -> Reward:
-    return Reward(name, fn, (fn.__doc__ or "").split("\n")[0].strip(), columns)
+    return Reward(name, fn, " ".join((fn.__doc__ or "").split("\n\n")[0].split()), columns)
 
 
 BUILTIN_REWARDS: tuple[Reward, ...] = (

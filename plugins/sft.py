@@ -23,6 +23,7 @@ from srlm_harness.api import (
 from srlm_harness.hookspecs import hookimpl
 
 from . import training
+from .progress_bars import DATASETS_BARS, bars_to_progress
 
 
 class SftConfig(training.TrainingOptions):
@@ -83,19 +84,48 @@ def train_sft(
         # CPU (no flash-attention kernels for padding-free batches) is the cheap win.
         train_sampling_strategy="group_by_length",
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(examples),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[training.progress_callback(ctx, description)],
-    )
+    # TRL tokenises, labels and truncates the examples here: shown as the step's progress.
+    preparing = lambda desc: f"{description}: {desc.lower() or 'preparing data'}"  # noqa: E731
+    with bars_to_progress(ctx.progress, DATASETS_BARS, preparing):
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(examples),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[training.progress_callback(ctx, description)],
+        )
+    check_examples_left(trainer, examples, tokenizer, options.max_length, description)
     metrics = training.train(trainer, ctx)
     metrics.update(examples=len(examples), prompt_format="chat" if chat else "plain")
     metrics["finetune"] = "lora" if options.lora else "full"
     training.save_trained(trainer, tokenizer, Path(ctx.output_dir), options.lora)
     return metrics
+
+
+def check_examples_left(
+    trainer: Any, examples: list[dict[str, Any]], tokenizer: Any, max_length: Any, where: str
+) -> None:
+    """TRL drops every example whose completion is cut off entirely by ``max_length``; with
+    none left it fails later with an IndexError. Say what happened and which key to raise."""
+    if len(trainer.train_dataset) > 0 or max_length is None:
+        return
+    lengths = sorted(prompt_tokens(tokenizer, ex["prompt"]) for ex in examples)
+    raise UserError(
+        f"all {len(examples)} examples were dropped: their prompts are {lengths[0]}-"
+        f"{lengths[-1]} tokens (median {lengths[len(lengths) // 2]}), so max_length "
+        f"{max_length} leaves no completion token to learn from",
+        f"stage {where}: max_length",
+        f"raise {where}.max_length above {lengths[-1]} plus the completion's length, "
+        "or shorten the prompts",
+    )
+
+
+def prompt_tokens(tokenizer: Any, prompt: Any) -> int:
+    if isinstance(prompt, list):  # chat messages
+        text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return len(tokenizer(prompt)["input_ids"])
 
 
 def run(ctx: StageContext) -> StageResult:

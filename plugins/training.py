@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from srlm_harness import tracking
 from srlm_harness.api import StageContext, UserError
 from srlm_harness.hardware import Hardware, apply_hardware
 
@@ -264,7 +265,8 @@ def trainer_arguments(
 ) -> Any:
     """Build a TRL config (``SFTConfig``, ``GRPOConfig``, ...) with fast defaults for
     ``ctx.hardware``: its precision (bf16/fp16 as mixed precision), checkpointing only when
-    the hardware asks for it, no trackers, checkpoints in ``ctx.checkpoint_dir``.
+    the hardware asks for it, the trackers of ``--report-to`` (none by default),
+    checkpoints in ``ctx.checkpoint_dir``.
 
     ``settings`` override anything; keys the config class does not know are dropped, so
     one call works across TRL/transformers versions. ``trl`` (a stage's checked ``trl:``
@@ -282,7 +284,7 @@ def trainer_arguments(
         # transformers 5 renamed gradient checkpointing; set both so the old name cannot win.
         "activation_checkpointing": checkpointing,
         "gradient_checkpointing": checkpointing,
-        "report_to": [],
+        **tracking.trainer_settings(f"{ctx.index + 1}:{ctx.stage_name}"),
         "save_strategy": "steps",
         "save_steps": 200,
         "save_total_limit": 1,
@@ -353,8 +355,10 @@ def progress_callback(ctx: StageContext, description: str) -> TrainerCallback:
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
             if logs and "loss" in logs:
-                ctx.log(f"{description}: step {state.global_step}/{state.max_steps} "
-                        f"loss {logs['loss']:.4f}")
+                ctx.log(
+                    f"{description}: step {state.global_step}/{state.max_steps} "
+                    f"loss {logs['loss']:.4f}"
+                )
 
     return _Progress()
 
@@ -564,8 +568,11 @@ def fill_template(template: str, record: Mapping[str, Any], where: str) -> str:
         name = match.group(1)
         if fields.get(name) is None:
             known = ", ".join(sorted(k for k, v in fields.items() if isinstance(v, str | int)))
-            raise UserError(f"template field '{{{name}}}' is not in the dataset's records",
-                            where, f"fields: {known}")
+            raise UserError(
+                f"template field '{{{name}}}' is not in the dataset's records",
+                where,
+                f"fields: {known}",
+            )
         return str(fields[name])
 
     return re.sub(r"\{(\w+)\}", value, template)

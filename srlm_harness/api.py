@@ -283,11 +283,13 @@ class EvalRequest:
     model_dir: Path
     tasks: list[Task]
     output_dir: Path
-    limit: int | None
+    limit: float | None  # samples per task, or a fraction below 1 (as lm_eval takes)
     seed: int
     hardware: Hardware
     options: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str], None] = print
+    #: (done, total, description) as requests are answered; the run's progress display.
+    progress: Callable[[int, int, str], None] | None = None
 
 
 @dataclass

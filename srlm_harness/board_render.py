@@ -98,10 +98,11 @@ def rank_entries(entries: list[dict[str, Any]], by: str | None = None) -> Rankin
 
 
 def column_title(key: str) -> str:
-    """``gsm8k|exact_match,flexible-extract`` -> ``gsm8k exact_match (flexible-extract)``."""
+    """``gsm8k|exact_match,flexible-extract`` -> ``gsm8k exact_match (flexible-extract)``;
+    lm-eval's ``none`` filter (no filter at all) is left out: ``acc,none`` -> ``acc``."""
     task, _, metric = key.partition("|")
     name, _, filt = metric.partition(",")
-    return f"{task} {name}" + (f" ({filt})" if filt else "")
+    return f"{task} {name}" + (f" ({filt})" if filt and filt != "none" else "")
 
 
 def percent_columns(ranking: Ranking) -> set[str]:
@@ -161,6 +162,16 @@ def script_json(data: Any) -> str:
 # --------------------------------------------------------------------------- Markdown
 
 
+_EMPTY = (
+    "No complete evaluations yet. Publish a run to this board: "
+    "`srlm-harness leaderboard publish RUN_ID --board BOARD`."
+)
+_EMPTY_PARTIAL = (
+    "No complete evaluations yet. The entries below evaluated a limited number of samples; "
+    "they are ranked separately, under Partial evaluations."
+)
+
+
 def render_markdown(name: str, ranking: Ranking) -> str:
     percent = percent_columns(ranking)
     lines = [
@@ -176,6 +187,9 @@ def render_markdown(name: str, ranking: Ranking) -> str:
         ("Partial evaluations (limited samples, ranked separately)", ranking.partial),
     ):
         if not rows and title != "Ranked":
+            continue
+        if not rows:
+            lines += [f"## {title}", "", _EMPTY_PARTIAL if ranking.partial else _EMPTY, ""]
             continue
         header = ["#", "Model", "Pipeline"]
         for c in ranking.columns:
@@ -196,8 +210,6 @@ def render_markdown(name: str, ranking: Ranking) -> str:
                 _md((entry["finished"] or entry["created"])[:10]),
             ]
             lines.append("| " + " | ".join(cells) + " |")
-        if not rows:
-            lines.append("| " + " | ".join(["—"] * len(header)) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -205,14 +217,18 @@ def render_markdown(name: str, ranking: Ranking) -> str:
 # --------------------------------------------------------------------------- HTML
 
 _STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1240px;padding:0 1em;
 color:#1b1f24}
 table{border-collapse:collapse;width:100%;margin:1em 0}
-th,td{border-bottom:1px solid #d0d7de;padding:.35em .6em;text-align:left;white-space:nowrap}
+th,td{border-bottom:1px solid #d0d7de;padding:.35em .5em;text-align:left;white-space:nowrap}
+th{white-space:normal;vertical-align:bottom}
+td.muted{white-space:normal;overflow-wrap:anywhere;max-width:11em;font-size:12px}
+.empty{padding:1em;background:#f6f8fa;border:1px dashed #d0d7de;border-radius:6px}
+svg{max-width:100%;height:auto}
 th{cursor:pointer;background:#f6f8fa;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.name{white-space:normal;overflow-wrap:anywhere;min-width:16em;max-width:28em}
+td.name{white-space:normal;overflow-wrap:anywhere;min-width:12em;max-width:24em}
 .scroll{overflow-x:auto}
 .up{color:#1a7f37}.down{color:#cf222e}.muted{color:#57606a}
 """.strip()
@@ -256,6 +272,9 @@ def _td(text: str, sort: Any, numeric: bool = False, css: str = "") -> str:
 
 
 def _table(ranking: Ranking, rows: list[Row], table_id: str, percent: set[str]) -> str:
+    if not rows:
+        text = _e(_EMPTY_PARTIAL if ranking.partial else _EMPTY)
+        return f'<p class="empty" id="{table_id}-empty">{text}</p>'
     heads = [("Rank", "num"), ("Model", "text"), ("Pipeline", "text")]
     for c in ranking.columns:
         heads += [(column_title(c), "num"), ("Δ vs base", "num")]
@@ -295,25 +314,38 @@ def _chart(ranking: Ranking, percent: set[str]) -> str:
     key = ranking.primary
     rows = [r for r in ranking.full + ranking.partial if key in r.scores]
     if key is None or not rows:
-        return ""
+        return '<p class="empty" id="chart-empty">No scores to chart yet.</p>'
     bases = [r.scores[key] - d for r in rows if (d := r.deltas.get(key)) is not None]
     values = [r.scores[key] for r in rows] + bases
     top = max(1.0 if key in percent else 0.0, max(values)) or 1.0
-    left, width, bar_h, gap = 380, 420, 18, 8
-    height = len(rows) * (bar_h + gap) + 30
+    left, width, bar_h, gap, line_h = 420, 420, 18, 10, 14
+    # Labels are never cut (the difference may be at the end: "... (fp32)" vs "(bf16)"):
+    # the model, then the pipeline, each wrapped onto as many lines as it needs.
+    labels = []
+    for row in rows:
+        pipeline = pipeline_label(row.entry) + (" (partial)" if row.entry["partial"] else "")
+        labels.append([*_wrap(row.entry["model"]["ref"], 56), *_wrap(pipeline, 56)])
+    heights = [max(bar_h, len(lines) * line_h) + gap for lines in labels]
+    height = sum(heights) + 30
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{left + width + 90}" '
-        f'height="{height}" aria-label="{_e(column_title(key))} by pipeline">'
+        f'height="{height}" viewBox="0 0 {left + width + 90} {height}" '
+        f'aria-label="{_e(column_title(key))} by pipeline">'
     ]
-    for i, row in enumerate(rows):
-        y = 10 + i * (bar_h + gap)
-        label = f"{row.entry['model']['ref']} · {pipeline_label(row.entry)}"
-        label += " (partial)" if row.entry["partial"] else ""
+    y = 10
+    for row, lines, row_h in zip(rows, labels, heights, strict=True):
+        label = " · ".join(lines)
         w = max(0.0, row.scores[key]) / top * width
         fill = "#bf8700" if row.entry["partial"] else "#0969da"
+        muted = ' fill="#57606a"'
+        spans = "".join(
+            f'<tspan x="{left - 8}" dy="{0 if i == 0 else line_h}"{muted if i else ""}>'
+            f"{_e(text)}</tspan>"
+            for i, text in enumerate(lines)
+        )
         parts.append(
-            f'<text x="{left - 8}" y="{y + 13}" text-anchor="end" font-size="12">'
-            f"{_e(label if len(label) <= 48 else label[:47] + '…')}</text>"
+            f'<text class="label" x="{left - 8}" y="{y + 13}" text-anchor="end" '
+            f'font-size="12">{spans}</text>'
             f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{fill}">'
             f"<title>{_e(label)}</title></rect>"
             f'<text x="{left + w + 4:.1f}" y="{y + 13}" font-size="12">'
@@ -326,11 +358,26 @@ def _chart(ranking: Ranking, percent: set[str]) -> str:
                 f'<line x1="{bx:.1f}" x2="{bx:.1f}" y1="{y - 2}" y2="{y + bar_h + 2}" '
                 'stroke="#1b1f24" stroke-width="2"><title>base model</title></line>'
             )
+        y += row_h
     parts.append(
         f'<text x="{left}" y="{height - 4}" font-size="11" fill="#57606a">'
         f"{_e(column_title(key))}; black tick: base model before training</text></svg>"
     )
     return "".join(parts)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken at spaces where possible."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        while len(word) > width:
+            lines.append(word[:width])
+            word = word[width:]
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
 
 
 def render_html(name: str, ranking: Ranking) -> str:

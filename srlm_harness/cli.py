@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +12,26 @@ import click
 
 from srlm_harness import __version__
 from srlm_harness.api import UserError
+from srlm_harness.cli_options import (
+    complete_spec,
+    json_option,
+    limit_option,
+    report_option,
+    split_names,
+    trackers,
+)
 
 
 class State:
     """Per-invocation options; the session (plugins, registries, store) loads on demand."""
 
     def __init__(
-        self, plugins: tuple[str, ...], disable: tuple[str, ...], store: str | None, debug: bool
+        self,
+        plugins: tuple[str, ...],
+        disable: tuple[str, ...],
+        store: str | None,
+        debug: bool,
+        verbose: bool = False,
     ) -> None:
         self.plugin_paths, self.disable, self.store_root, self.debug = (
             plugins,
@@ -24,7 +39,36 @@ class State:
             store,
             debug,
         )
+        self.verbose = verbose
         self._session: Any = None
+
+    @property
+    def command(self) -> str:
+        """This invocation as a command a person can paste (to resume an interrupted run)."""
+        return shlex.join(["srlm-harness", *_PRELOADED.get("argv", [])])
+
+    def execute(self, plan: Any, run_id: str | None, trackers: list[str] | None = None) -> Any:
+        import os
+
+        from srlm_harness import tracking, views
+
+        saved = os.environ.get(tracking.ENV)
+        if trackers:
+            os.environ[tracking.ENV] = ",".join(trackers)
+        try:
+            return views.execute_and_report(
+                self.session,
+                plan,
+                run_id,
+                verbose=self.verbose,
+                command=self.command,
+                started=_PRELOADED.get("started"),
+            )
+        finally:
+            if saved is None:
+                os.environ.pop(tracking.ENV, None)
+            else:
+                os.environ[tracking.ENV] = saved
 
     @property
     def session(self) -> Any:
@@ -60,12 +104,19 @@ class State:
 
 _PRELOADED: dict[str, Any] = {}
 
+
 pass_state = click.make_pass_decorator(State)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="srlm-harness")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Show the libraries' own progress bars and warnings (else kept in the run's log).",
+)
 @click.option(
     "--plugin",
     "plugin_paths",
@@ -84,13 +135,14 @@ pass_state = click.make_pass_decorator(State)
 def cli(
     ctx: click.Context,
     debug: bool,
+    verbose: bool,
     plugin_paths: tuple[str, ...],
     disable: tuple[str, ...],
     store: str | None,
 ) -> None:
     """Train and evaluate small reasoning language models with any composition of SFT,
     distillation and GRPO; cache every stage; publish trustworthy leaderboard entries."""
-    ctx.obj = State(plugin_paths, disable, store, debug)
+    ctx.obj = State(plugin_paths, disable, store, debug, verbose)
 
 
 # --------------------------------------------------------------------------- run / plan / eval
@@ -98,7 +150,12 @@ def cli(
 
 def pipeline_options(func: Any) -> Any:
     options = [
-        click.argument("spec", required=False, type=click.Path(dir_okay=False)),
+        click.argument(
+            "spec",
+            required=False,
+            type=click.Path(dir_okay=False),
+            shell_complete=complete_spec,
+        ),
         click.option("--model", help="Model reference: Hub id, local dir or .gguf file."),
         click.option(
             "--stage",
@@ -108,13 +165,15 @@ def pipeline_options(func: Any) -> Any:
             help="Add a stage (repeatable, in order).",
         ),
         click.option(
+            "--tasks",
             "--eval",
+            "-t",
             "tasks",
             multiple=True,
             metavar="TASK",
-            help="Evaluate on this task (repeatable).",
+            help="Evaluate on these tasks (repeatable or comma-separated; --eval is an alias).",
         ),
-        click.option("--limit", type=int, help="Evaluate on the first N samples per task."),
+        limit_option,
         click.option(
             "-o",
             "--override",
@@ -165,7 +224,7 @@ def build_plan(
     model: str | None,
     stages: tuple[str, ...],
     tasks: tuple[str, ...],
-    limit: int | None,
+    limit: float | None,
     overrides: tuple[str, ...],
     **launch: Any,
 ) -> Any:
@@ -178,6 +237,8 @@ def build_plan(
     if spec is None and model is None and not stages:
         spec = str(default_recipe())
     overrides = (*overrides, *launch_overrides(launch))
+    spec = spec_file(spec)
+    tasks = split_names(tasks)
     pipeline = load_pipeline(session.registry, spec, model, stages, tasks, limit, overrides)
     hw = hardware.detect(pipeline.hardware)
     return make_plan(pipeline, session.registry, hw, session.store, session.plugin_versions())
@@ -194,6 +255,17 @@ def _is_study(spec: str) -> bool:
     return isinstance(raw, dict) and ("pipelines" in raw or "grid" in raw or "models" in raw)
 
 
+def spec_file(spec: str | None) -> str | None:
+    """A spec path as given, or the file of a shipped recipe named so (``smollm2-cpu/sft``)."""
+    if spec is None or Path(spec).exists():
+        return spec
+    from srlm_harness import recipes
+
+    if spec.removesuffix(".yaml") in recipes.names():
+        return str(recipes.path(spec))
+    return spec
+
+
 def default_recipe() -> Path:
     """The quick-start pipeline that ``srlm-harness run`` runs with no arguments."""
     from srlm_harness import recipes
@@ -205,39 +277,60 @@ def default_recipe() -> Path:
 @pipeline_options
 @click.option("--dry-run", is_flag=True, help="Show the plan and stop.")
 @click.option("--run-id", help="Name this run (default: timestamp + random suffix).")
+@report_option
 @pass_state
-def run(state: State, dry_run: bool, run_id: str | None, **flags: Any) -> None:
+def run(
+    state: State, dry_run: bool, run_id: str | None, report_to: tuple[str, ...], **flags: Any
+) -> None:
     """Run a pipeline from SPEC (YAML) and/or flags; with no arguments, the quick start."""
     from srlm_harness import views
 
+    names = trackers(report_to)
     plan = build_plan(state, **flags)
     if dry_run:
         check_plan(state, plan)
     views.show_plan(plan, state.session.store)
     if dry_run:
         return
-    views.execute_and_report(state.session, plan, run_id)
+    state.execute(plan, run_id, names)
 
 
 @cli.command()
 @pipeline_options
+@json_option
+@click.option("--resolved", is_flag=True, help="Print the fully resolved spec as YAML.")
 @pass_state
-def plan(state: State, **flags: Any) -> None:
+def plan(state: State, as_json: bool, resolved: bool, **flags: Any) -> None:
     """Show the ordered steps of a pipeline (or the tree of a study), each with its cache
     key and cache state."""
     from srlm_harness import views
 
-    spec = flags["spec"]
+    spec = flags["spec"] = spec_file(flags["spec"])
     if spec is not None and _is_study(spec):
+        if resolved:
+            raise UserError(
+                "--resolved prints one pipeline; this spec is a study",
+                spec,
+                "leave --resolved out to see the study's tree",
+            )
+        if as_json:
+            views.print_json(study_data(state, spec, flags["overrides"]))
+            return
         from srlm_harness.study_cli import study
 
         click.get_current_context().invoke(
             study, spec=spec, dry_run=True, overrides=flags["overrides"]
         )
         return
-    plan = build_plan(state, **flags)
-    check_plan(state, plan)
-    views.show_plan(plan, state.session.store)
+    the_plan = build_plan(state, **flags)
+    if resolved:
+        click.echo(resolved_yaml(the_plan), nl=False)
+        return
+    check_plan(state, the_plan)
+    if as_json:
+        views.print_json(views.plan_data(the_plan, state.session.store))
+    else:
+        views.show_plan(the_plan, state.session.store)
 
 
 def check_plan(state: State, plan: Any) -> None:
@@ -255,6 +348,39 @@ def launch_options(func: Any) -> Any:
     return func
 
 
+def study_data(state: State, spec: str, overrides: tuple[str, ...]) -> dict[str, Any]:
+    from srlm_harness import hardware, views
+    from srlm_harness.study import load_study
+
+    session = state.session
+    state.require_healthy()
+    found = load_study(
+        spec, session.registry, hardware.detect, session.store, session.plugin_versions(), overrides
+    )
+    unique = found.unique_stages()
+    return {
+        "study": found.name,
+        "source": str(found.source),
+        "unique_stages": len(unique),
+        "cached": sum(step.cached for step in unique.values()),
+        "pipelines": [views.plan_data(plan, session.store) for plan in found.plans],
+    }
+
+
+def resolved_yaml(the_plan: Any) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(the_plan.pipeline.as_dict(), sort_keys=False, allow_unicode=True))
+
+
+@cli.command()
+@pipeline_options
+@pass_state
+def config(state: State, **flags: Any) -> None:
+    """Print the fully resolved spec (defaults filled in, overrides applied) as YAML."""
+    click.echo(resolved_yaml(build_plan(state, **flags)), nl=False)
+
+
 @cli.command("eval")
 @launch_options
 @click.argument("model")
@@ -267,7 +393,7 @@ def launch_options(func: Any) -> Any:
     metavar="TASK",
     help="Task names (repeatable or comma-separated).",
 )
-@click.option("--limit", type=int, help="Evaluate on the first N samples per task.")
+@limit_option
 @click.option(
     "-o",
     "--override",
@@ -282,43 +408,48 @@ def eval_command(
     state: State,
     model: str,
     tasks: tuple[str, ...],
-    limit: int | None,
+    limit: float | None,
     overrides: tuple[str, ...],
     run_id: str | None,
     **launch: Any,
 ) -> None:
     """Evaluate MODEL (Hub id, directory or .gguf) on TASKS."""
-    from srlm_harness import views
-
-    names = tuple(t.strip() for item in tasks for t in item.split(",") if t.strip())
-    plan = build_plan(state, None, model, (), names, limit, overrides, **launch)
-    views.execute_and_report(state.session, plan, run_id)
+    plan = build_plan(state, None, model, (), tasks, limit, overrides, **launch)
+    state.execute(plan, run_id)
 
 
 # --------------------------------------------------------------------------- listings
 
 
 @cli.command()
+@json_option
 @pass_state
-def plugins(state: State) -> None:
+def plugins(state: State, as_json: bool) -> None:
     """List loaded plugins: name, version, hooks and where each came from."""
     from srlm_harness import views
 
     state.session.registry.all_tables()
-    views.show_plugins(state.session.plugins)
+    if as_json:
+        views.print_json(views.plugins_data(state.session.plugins))
+    else:
+        views.show_plugins(state.session.plugins)
     state.report_broken()
 
 
 def _listing(kind: str, help_text: str) -> None:
     @cli.command(kind, help=help_text)
     @click.argument("name", required=False)
+    @json_option
     @pass_state
-    def command(state: State, name: str | None) -> None:
+    def command(state: State, name: str | None, as_json: bool) -> None:
         from srlm_harness import views
 
         table = getattr(state.session.registry, kind)
         state.report_broken()
-        views.show_table(kind, table, name)
+        if as_json:
+            views.print_json(views.table_data(kind, table, name))
+        else:
+            views.show_table(kind, table, name)
 
 
 _listing("stages", "List training stages and their options (or one stage's, with NAME).")
@@ -333,22 +464,32 @@ def runs() -> None:
 
 
 @runs.command("list")
+@json_option
 @pass_state
-def runs_list(state: State) -> None:
+def runs_list(state: State, as_json: bool) -> None:
     """List runs, newest last."""
     from srlm_harness import views
 
-    views.show_runs(state.session.store)
+    if as_json:
+        views.print_json(views.runs_data(state.session.store))
+    else:
+        views.show_runs(state.session.store)
 
 
 @runs.command("show")
 @click.argument("run_id")
+@json_option
 @pass_state
-def runs_show(state: State, run_id: str) -> None:
-    """Show one run's steps, timings and scores."""
+def runs_show(state: State, run_id: str, as_json: bool) -> None:
+    """Show one run's steps, timings, scores and the paths of its models, results and
+    sample logs."""
     from srlm_harness import views
 
-    views.show_run(state.session.store.run_manifest(run_id))
+    manifest = state.session.store.run_manifest(run_id)
+    if as_json:
+        views.print_json(views.run_data(manifest))
+    else:
+        views.show_run(manifest)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -385,6 +526,7 @@ def _attach_builtin_groups() -> None:
         ("srlm_harness.study_cli", "study"),
         ("srlm_harness.study_record", "study_stats"),
         ("srlm_harness.scaffold", "new_plugin"),
+        ("srlm_harness.recipes_cli", "recipes"),
     ):
         try:
             cli.add_command(getattr(importlib.import_module(module), name))
@@ -393,7 +535,9 @@ def _attach_builtin_groups() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    started = time.monotonic()
     argv = list(sys.argv[1:] if argv is None else argv)
+    _PRELOADED.update(argv=argv, started=started)
     debug = "--debug" in argv
     try:
         _attach_builtin_groups()
@@ -404,14 +548,21 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except KeyboardInterrupt:
         from srlm_harness.console import error
 
-        error("interrupted; finished stages are kept — run the same command again to resume")
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            click.echo(exc.ctx.get_usage(), err=True)
+            hint = f" (see {exc.ctx.command_path} --help)"
+        else:
+            hint = ""
+        error(f"{exc.format_message()}{hint}")
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C outside a run into Abort; a run reports what it kept itself.
+        from srlm_harness.console import error
+
+        command = shlex.join(["srlm-harness", *argv])
+        error(f"interrupted; finished stages are kept — run `{command}` again to resume")
         sys.exit(130)
     except UserError as exc:
         if debug:

@@ -10,15 +10,22 @@ page by page, which on a 2-core machine costs about a quarter of a training step
 
 The choices are printed, recorded in every manifest, and each can be overridden in a spec's
 ``hardware:`` section or with ``-o hardware.KEY=VALUE``.
+
+Detection never imports torch (a second or more), so ``plan`` and listings stay fast: the
+installed torch build is looked at on disk (does it ship its CUDA library?) and the GPU is
+asked through ``nvidia-smi``; only when those cannot answer is torch imported.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.util
 import os
 import platform
+import subprocess
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from srlm_harness.api import UserError
@@ -100,7 +107,85 @@ def _memory_gib() -> float:
         return 0.0
 
 
+@dataclass
+class Accelerator:
+    device: str  # "cuda" or "mps"
+    name: str
+    memory_gib: float
+    bf16: bool
+
+
+def _torch_libraries() -> list[str]:
+    """File names in the installed torch's ``lib`` folder, found without importing torch."""
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return []
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
+    return [p.name for p in lib.iterdir()] if lib.is_dir() else []
+
+
+def _nvidia_smi() -> list[tuple[str, float, bool]] | None:
+    """(name, memory GiB, bf16) per NVIDIA GPU, or None when nvidia-smi cannot say."""
+    query = "--query-gpu=name,memory.total,compute_cap"
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", query, "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=True,
+        )
+        gpus = []
+        for line in done.stdout.strip().splitlines():
+            name, memory, capability = (part.strip() for part in line.split(","))
+            # bf16 needs compute capability 8.0 (Ampere) or newer, as torch checks it.
+            gpus.append((name, float(memory) / 1024, float(capability) >= 8.0))
+        return gpus or None
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def _accelerator_from_torch() -> Accelerator | None:
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        memory = torch.cuda.get_device_properties(0).total_memory / 2**30
+        return Accelerator("cuda", name, memory, torch.cuda.is_bf16_supported())
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return Accelerator("mps", "Apple GPU", _memory_gib(), False)
+    return None
+
+
+@functools.cache
+def find_accelerator() -> Accelerator | None:
+    """The GPU torch would use, or None for the CPU, from cheap probes where they suffice."""
+    libraries = _torch_libraries()
+    if not libraries:
+        return None  # no torch installed: nothing can run on a GPU anyway
+    if any(n.startswith(("libtorch_hip", "torch_hip")) for n in libraries):
+        return _accelerator_from_torch()  # ROCm: no cheap probe, ask torch
+    if any(n.startswith(("libtorch_cuda", "torch_cuda")) for n in libraries):
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None and visible.strip() in ("", "-1"):
+            return None
+        gpus = _nvidia_smi()
+        if gpus is None:
+            return _accelerator_from_torch()
+        first = visible.split(",")[0].strip() if visible else "0"
+        index = int(first) if first.isdigit() and int(first) < len(gpus) else 0
+        name, memory, bf16 = gpus[index]
+        return Accelerator("cuda", name, memory, bf16)
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
+        return Accelerator("mps", "Apple GPU", _memory_gib(), False)
+    return None
+
+
 _KEYS = {"device", "dtype", "threads", "gradient_checkpointing", "allocator"}
+_DEVICES = ("cpu", "cuda", "mps")
 _ALLOCATORS = ("caching", "system")
 _DTYPES = {
     "float32": "float32",
@@ -118,8 +203,6 @@ def detect(overrides: dict[str, Any] | None = None, model_params: int | None = N
     ``model_params`` (if known) lets us turn gradient checkpointing on only when a full
     fine-tune would not fit comfortably in memory.
     """
-    import torch
-
     overrides = dict(overrides or {})
     unknown = set(overrides) - _KEYS
     if unknown:
@@ -128,14 +211,28 @@ def detect(overrides: dict[str, Any] | None = None, model_params: int | None = N
             "hardware",
             f"known: {', '.join(sorted(_KEYS))}",
         )
+    wanted = overrides.pop("device", None)
+    if wanted is not None and wanted not in _DEVICES:
+        raise UserError(
+            f"unknown device {wanted!r}", "hardware.device", f"use {', '.join(_DEVICES)}"
+        )
+    found = None if wanted == "cpu" else find_accelerator()
+    if wanted not in (None, "cpu") and (found is None or found.device != wanted):
+        raise UserError(
+            f"device {wanted!r} is not available on this machine",
+            "hardware.device",
+            f"this machine has {found.device if found else 'only the CPU'}; "
+            "leave hardware.device out to use it",
+        )
     reasons: dict[str, str] = {}
-    if torch.cuda.is_available():
-        device, name = "cuda", torch.cuda.get_device_name(0)
-        memory = torch.cuda.get_device_properties(0).total_memory / 2**30
-        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        reasons["dtype"] = f"{name} {'supports' if dtype == 'bfloat16' else 'lacks'} bf16"
-    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        device, name, memory, dtype = "mps", "Apple GPU", _memory_gib(), "float32"
+    if wanted is not None:
+        reasons["device"] = "set in the spec"
+    if found is not None and found.device == "cuda":
+        device, name, memory = "cuda", found.name, found.memory_gib
+        dtype = "bfloat16" if found.bf16 else "float16"
+        reasons["dtype"] = f"{name} {'supports' if found.bf16 else 'lacks'} bf16"
+    elif found is not None:
+        device, name, memory, dtype = "mps", found.name, found.memory_gib, "float32"
         reasons["dtype"] = "mps: fp32 is the reliable choice"
     else:
         device, name, memory = "cpu", platform.processor() or platform.machine(), _memory_gib()
@@ -176,17 +273,24 @@ def detect(overrides: dict[str, Any] | None = None, model_params: int | None = N
                 )
             value = _DTYPES[value]
         if key == "threads":
+            if isinstance(value, bool) or not str(value).isdigit() or int(value) < 1:
+                raise UserError(
+                    f"threads must be a whole number of at least 1, not {value!r}",
+                    "hardware.threads",
+                )
             value = int(value)
         if key == "allocator" and value not in _ALLOCATORS:
             raise UserError(
                 f"unknown allocator {value!r}", "hardware.allocator", "use caching or system"
             )
-        if key == "gradient_checkpointing":
-            value = (
-                value
-                if isinstance(value, bool)
-                else str(value).lower() in ("1", "true", "yes", "on")
-            )
+        if key == "gradient_checkpointing" and not isinstance(value, bool):
+            text = str(value).lower()
+            if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise UserError(
+                    f"gradient_checkpointing must be true or false, not {value!r}",
+                    "hardware.gradient_checkpointing",
+                )
+            value = text in ("1", "true", "yes", "on")
         setattr(hw, key, value)
         hw.reasons[key] = "set in the spec"
     return hw

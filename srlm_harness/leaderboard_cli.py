@@ -33,7 +33,9 @@ def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             ctx = click.get_current_context()
             if ctx.find_root().params.get("debug"):
                 raise
-            click.echo(f"Error: {exc}", err=True)
+            from srlm_harness.console import error
+
+            error(str(exc))
             # SystemExit, not ctx.exit: it survives click's standalone_mode=False.
             raise SystemExit(2) from None
 
@@ -54,6 +56,25 @@ def _registry(ctx: click.Context) -> Any:
 def _root(ctx: click.Context) -> str | None:
     options = ctx.find_object(dict)
     return options.get("leaderboards_root") if options else None
+
+
+def _board_at(ctx: click.Context, board: str) -> tuple[str, str | None]:
+    """(name, root) of a board argument: a name under ``--root`` (or ``leaderboards/NAME``
+    as specs write it), or an explicit folder path: absolute, ``./DIR`` or ``~/DIR``. Any
+    other path (``../../x``, ``a/b``) stays an invalid name, so nothing lands outside the
+    boards root by accident."""
+    from srlm_harness.leaderboard import board_path
+
+    path = Path(board).expanduser()
+    if not board.startswith(("/", "./", "~")):
+        try:
+            board_path(board, _root(ctx))
+        except UserError as exc:
+            exc.hint = f"{exc.hint}; or give the board's folder as ./DIR or /abs/DIR"
+            raise
+        return board, _root(ctx)
+    path = path.resolve()
+    return path.name, str(path.parent)
 
 
 @click.group("leaderboard")
@@ -112,14 +133,16 @@ def publish(
     elif not target:
         raise UserError(f"publisher {publisher!r} needs --target", "--target")
     store = store or getattr(ctx.find_root().obj, "store_root", None)
-    published = publish_run(
-        manifest, target, publisher, root=_root(ctx), registry=registry, store=store
-    )
+    root = _root(ctx)
+    if publisher == "folder":
+        target, root = _board_at(ctx, target)
+    published = publish_run(manifest, target, publisher, root=root, registry=registry, store=store)
     if published.new:
         click.echo(f"published {manifest.get('run_id')} -> {published.location}")
     else:
-        click.echo(f"{manifest.get('run_id')}: already on the board (same results) as "
-                   f"{published.location}")
+        click.echo(
+            f"{manifest.get('run_id')}: already on the board (same results) as {published.location}"
+        )
 
 
 @leaderboard.command()
@@ -157,7 +180,7 @@ def validate(ctx: click.Context, targets: tuple[str, ...]) -> None:
             problems += validate_entry_file(Path(target))
             checked += 1
             continue
-        board_dir = board_path(target, root)
+        board_dir = board_path(*_board_at(ctx, target))
         if not (board_dir / "entries").is_dir():
             raise UserError(
                 f"no board {target!r}", str(board_dir), "publish a run to it first, or check --root"
@@ -174,25 +197,28 @@ def validate(ctx: click.Context, targets: tuple[str, ...]) -> None:
 def _load_board(ctx: click.Context, board: str) -> tuple[Path, list[dict[str, Any]]]:
     from srlm_harness.leaderboard import board_entries, board_path
 
-    board_dir = board_path(board, _root(ctx))
+    board_dir = board_path(*_board_at(ctx, board))
     if not (board_dir / "entries").is_dir():
         raise UserError(
             f"no board {board!r}", str(board_dir), "publish a run to it first, or check --root"
         )
     found, problems = board_entries(board_dir)
+    from srlm_harness.console import warn
+
     for problem in problems:
-        click.echo(f"skipped: {problem}", err=True)
+        warn(f"skipped: {problem}")
     return board_dir, [data for _, data in found]
 
 
 @leaderboard.command()
 @click.argument("board")
 @click.option("--by", help="Rank by this task (or task|metric).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of tables.")
 @click.pass_context
 @_user_errors
-def show(ctx: click.Context, board: str, by: str | None) -> None:
-    """Show BOARD as a ranked table; partial evaluations are ranked separately."""
-    from rich.console import Console
+def show(ctx: click.Context, board: str, by: str | None, as_json: bool) -> None:
+    """Show BOARD (a name or a board folder) as a ranked table; partial evaluations are
+    ranked separately."""
     from rich.table import Table
 
     from srlm_harness.board_render import (
@@ -204,11 +230,17 @@ def show(ctx: click.Context, board: str, by: str | None) -> None:
         rank_entries,
         score_stderr,
     )
+    from srlm_harness.console import console
 
     board_dir, entries = _load_board(ctx, board)
     ranking = rank_entries(entries, by)
     percent = percent_columns(ranking)
-    console = Console()
+    if as_json:
+        _print_ranking(board_dir, ranking)
+        return
+    if not ranking.full and not ranking.partial:
+        console.print(_plain(f"{board_dir.name}: no entries yet (publish a run to it)"))
+        return
     for title, rows in (
         (f"{board_dir.name}: ranked", ranking.full),
         (f"{board_dir.name}: partial evaluations (limited)", ranking.partial),
@@ -233,6 +265,28 @@ def show(ctx: click.Context, board: str, by: str | None) -> None:
             # Entry text is data, never rich markup.
             table.add_row(*(_plain(cell) for cell in cells + [row.entry["run_id"]]))
         console.print(table)
+
+
+def _print_ranking(board_dir: Path, ranking: Any) -> None:
+    from srlm_harness.board_render import column_title, pipeline_label
+    from srlm_harness.views import print_json
+
+    def rows(found: list[Any]) -> list[dict[str, Any]]:
+        return [
+            {
+                "rank": row.rank,
+                "model": row.entry["model"]["ref"],
+                "pipeline": pipeline_label(row.entry),
+                "run_id": row.entry["run_id"],
+                "scores": {column_title(c): row.scores.get(c) for c in ranking.columns},
+                "delta_base": {column_title(c): row.deltas.get(c) for c in ranking.columns},
+            }
+            for row in found
+        ]
+
+    print_json(
+        {"board": str(board_dir), "ranked": rows(ranking.full), "partial": rows(ranking.partial)}
+    )
 
 
 def _plain(text: str) -> Any:

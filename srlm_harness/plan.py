@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from srlm_harness.api import STORED_IDENTITY, Task, UserError, dataset_spec
@@ -80,7 +82,7 @@ class EvalStep:
     key: str
     evaluator: str
     tasks: list[Task]
-    limit: int | None
+    limit: float | None  # samples per task, or a fraction below 1
     seed: int
     options: dict[str, Any]
     cached: bool = False
@@ -145,11 +147,18 @@ def identify_model(
         if identity is not None:
             return identity, source.name
     names = ", ".join(s.name for s in sources) or "none installed"
-    raise UserError(
-        f"no model source recognises '{ref}' (tried: {names})",
-        where,
-        "give a local model directory, a .gguf file, or a Hub id (org/name)",
-    )
+    hint = "give a local model directory, a .gguf file, or a Hub id (org/name)"
+    offline = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if _env_true(v)]
+    if offline and ref.count("/") == 1 and not Path(ref).expanduser().exists():
+        hint = (
+            f"'{ref}' looks like a Hub id, but {offline[0]}=1 is set and it is not in the "
+            f"local Hugging Face cache: unset {offline[0]} to download it, or give a local copy"
+        )
+    raise UserError(f"no model source recognises '{ref}' (tried: {names})", where, hint)
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def dataset_identity(registry: Registry, value: Any, where: str) -> dict[str, Any]:

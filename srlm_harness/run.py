@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from srlm_harness import library_errors, tracking
 from srlm_harness.api import (
     EvalRequest,
     EvalResult,
@@ -145,6 +146,8 @@ class Runner:
         """The HF directory for a model key: the base model, or a finished stage's output."""
         if key not in self.model_dirs:
             if key == self.plan.model.key:
+                # A first use may download or convert (a GGUF) for a minute or more.
+                self.reporter.info(f"resolving model {self.plan.model.ref} ...")
                 resolved = self.session.resolve_model(self.plan.model.ref)
                 self.manifest["model"].update(
                     source=resolved.source,
@@ -300,7 +303,9 @@ class Runner:
             self.hook.srlm_stage_start(run=self.info, stage=step)
             started = time.perf_counter()
             try:
-                result = self.launcher.launch(stage_type, ctx)
+                assert self.info is not None
+                with tracking.stage_environment(self.info.run_id, self.info.run_dir, step.label):
+                    result = self.launcher.launch(stage_type, ctx)
                 if not isinstance(result, StageResult):
                     result = StageResult(dict(result or {}))
                 if not (output / "config.json").is_file():
@@ -313,7 +318,7 @@ class Runner:
                 raise
             except Exception as exc:
                 self.store.discard(tmp)
-                raise self._failure(f"stage {step.label}", exc) from exc
+                raise self._failure(f"stage {step.label}", exc, step) from exc
             seconds = round(time.perf_counter() - started, 2)
             manifest = {
                 **step.describe(),
@@ -357,6 +362,7 @@ class Runner:
                     self.plan.hardware,
                     dict(step.options),
                     self.reporter.info,
+                    progress=self.reporter.progress,
                 )
                 self.hook.srlm_eval_start(run=self.info, step=step)
                 started = time.perf_counter()
@@ -367,7 +373,7 @@ class Runner:
                     raise
                 except Exception as exc:
                     self.store.discard(tmp)
-                    raise self._failure(f"evaluation '{step.label}'", exc) from exc
+                    raise self._failure(f"evaluation '{step.label}'", exc, step) from exc
                 seconds = round(time.perf_counter() - started, 2)
                 files = _relative_files(result.files, tmp)
                 cached = {
@@ -400,11 +406,11 @@ class Runner:
         self.reporter.step_end(step, was_cached, seconds, result)
         self.hook.srlm_eval_end(run=self.info, step=step, result=result, cached=was_cached)
 
-    def _failure(self, what: str, exc: BaseException) -> StageFailed:
+    def _failure(self, what: str, exc: BaseException, step: Any = None) -> Exception:
         log = self.run_dir / "error.log" if self.run_dir else None
         if log is not None:
             log.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
-        return StageFailed(what, exc, log)
+        return library_errors.translate(exc, what, step) or StageFailed(what, exc, log)
 
 
 class NullReporter:

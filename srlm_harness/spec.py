@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from srlm_harness.api import StageType, Task, UserError, reward_setting
 from srlm_harness.launch import LaunchSettings, parse_launch
@@ -79,13 +79,27 @@ class EvaluateSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tasks: list[str] = Field(default_factory=list, description="task names")
-    limit: int | None = Field(None, ge=1, description="samples per task (marks results partial)")
+    limit: int | float | None = Field(
+        None,
+        gt=0,
+        description="samples per task, or a fraction of each task below 1 (as lm_eval's "
+        "--limit); marks results partial",
+    )
     after: list[When] = Field(
         default_factory=lambda: list[When](["base", "end"]),
         description="when to evaluate: the base model, after each stage, after the last",
     )
     options: dict[str, Any] = Field(default_factory=dict, description="evaluator options")
     seed: int | None = Field(None, description="evaluation seed (default: the pipeline's seed)")
+
+    @field_validator("limit")
+    @classmethod
+    def _whole_or_fraction(cls, value: int | float | None) -> int | float | None:
+        if isinstance(value, float) and value >= 1:
+            if not value.is_integer():
+                raise ValueError("a limit of 1 or more is a number of samples: a whole number")
+            return int(value)
+        return value
 
 
 class SpecModel(BaseModel):
@@ -160,7 +174,7 @@ def compose(
     model: str | None,
     stages: list[str],
     tasks: list[str],
-    limit: int | None = None,
+    limit: float | None = None,
     name: str | None = None,
 ) -> tuple[dict[str, Any], Where]:
     """A raw spec from command-line flags (``--model``, ``--stage``, ``--eval``, ``--limit``)."""
@@ -409,7 +423,7 @@ def load_pipeline(
     model: str | None = None,
     stages: tuple[str, ...] | list[str] = (),
     tasks: tuple[str, ...] | list[str] = (),
-    limit: int | None = None,
+    limit: float | None = None,
     overrides: tuple[str, ...] | list[str] = (),
 ) -> Pipeline:
     """A pipeline from a YAML file and/or command-line flags (flags win over the file)."""

@@ -12,7 +12,7 @@ def show_tree(study: Any) -> dict[str, int]:
     """Print the merged tree of steps and return the counts it shows."""
     from rich.tree import Tree
 
-    from srlm_harness.console import console
+    from srlm_harness.console import console, esc
 
     unique = study.unique_stages()
     counts = {
@@ -20,19 +20,21 @@ def show_tree(study: Any) -> dict[str, int]:
         "unique_stages": len(unique),
         "cached": sum(step.cached for step in unique.values()),
     }
-    root = Tree(f"[bold]{study.name}[/]  [dim]({study.source})[/]")
+    root = Tree(f"[bold]{esc(study.name)}[/]  [dim]({esc(str(study.source))})[/]")
     nodes: dict[str, Any] = {}
     for plan in study.plans:
         parent = nodes.get(plan.model.key)
         if parent is None:
-            parent = nodes[plan.model.key] = root.add(f"[bold]{plan.model.ref}[/] [dim]base[/]")
+            parent = nodes[plan.model.key] = root.add(
+                f"[bold]{esc(plan.model.ref)}[/] [dim]base[/]"
+            )
         for step in plan.stages:
             if step.key not in nodes:
                 state = "[cyan]cached[/]" if step.cached else "[yellow]to run[/]"
-                nodes[step.key] = parent.add(f"{step.name} [dim]{step.key[:12]}[/] {state}")
+                nodes[step.key] = parent.add(f"{esc(step.name)} [dim]{step.key[:12]}[/] {state}")
             parent = nodes[step.key]
         seed = f" [dim]seed {plan.pipeline.seed}[/]" if study.spec.seeds and plan.stages else ""
-        parent.add(f"[green]→ {plan.pipeline.name}[/]{seed}")
+        parent.add(f"[green]→ {esc(plan.pipeline.name)}[/]{seed}")
     console.print(root)
     console.print(
         f"  {counts['pipelines']} pipelines, {counts['unique_stages']} unique stages, "
@@ -41,8 +43,14 @@ def show_tree(study: Any) -> dict[str, int]:
     return counts
 
 
+def _complete_spec(ctx: Any, param: Any, incomplete: str) -> list[Any]:
+    from srlm_harness.cli_options import complete_spec
+
+    return complete_spec(ctx, param, incomplete)
+
+
 @click.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path(dir_okay=False), shell_complete=_complete_spec)
 @click.option("--dry-run", is_flag=True, help="Show the tree of steps and stop.")
 @click.option(
     "-o",
@@ -55,9 +63,14 @@ def show_tree(study: Any) -> dict[str, int]:
 @click.pass_obj
 def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> None:
     """Run a study: models x pipelines, every shared prefix trained once, then a report
-    (table, plot, Markdown) in the study folder."""
+    (table, plot, Markdown) in the study folder. SPEC may be a shipped recipe's name."""
+    from rich.markdown import Markdown
+
     from srlm_harness import hardware
-    from srlm_harness.console import RichReporter, console
+    from srlm_harness.cli import spec_file
+    from srlm_harness.console import RichReporter, console, error, esc
+    from srlm_harness.interrupt import stop_on_signal
+    from srlm_harness.library_output import library_output_to
     from srlm_harness.run import Runner, new_run_id
     from srlm_harness.study import load_study
     from srlm_harness.study_record import study_command
@@ -66,6 +79,7 @@ def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> N
 
     session = state.session
     state.require_healthy()
+    spec = str(spec_file(spec))
     study_obj = load_study(
         spec, session.registry, hardware.detect, session.store, session.plugin_versions(), overrides
     )
@@ -76,24 +90,44 @@ def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> N
     folder = session.store.root / "studies" / study_id
     executed_before = set()
     run_ids: list[tuple[str, str, str]] = []
-    for i, plan in enumerate(study_obj.plans):
-        plan.refresh(session.store)
-        executed_before |= {s.key for s in plan.stages if not s.cached}
-        console.rule(f"[bold]{plan.pipeline.name}[/] on {plan.model.ref}")
-        runner = Runner(session, plan, RichReporter())
-        seed = f"-s{plan.pipeline.seed}" if study_obj.spec.seeds else ""
-        manifest = runner.execute(f"{study_id}-{i:02d}-{_slug(plan.pipeline.name)}{seed}")
-        label = plan.pipeline.name
-        if seed and plan.stages:
-            label += f" (seed {plan.pipeline.seed})"
-        run_ids.append((plan.model.ref, label, manifest["run_id"]))
-        if plan.pipeline.publish:
-            publish_from_spec(session, manifest, plan.pipeline.publish)
+    log = session.store.root / "logs" / f"{study_id}.log"
+    if not state.verbose:
+        console.print(f"  [dim]library output → {esc(str(log))} (--verbose shows it here)[/]")
+
+    def kept() -> str:
+        done = ", ".join(name for _, name, _ in run_ids) or "no pipeline finished yet"
+        return f"interrupted; kept: {done} — run `{state.command}` again to resume"
+
+    try:
+        with (
+            library_output_to(log, state.verbose) as person_fd,
+            stop_on_signal(kept, person_fd),
+        ):
+            for i, plan in enumerate(study_obj.plans):
+                plan.refresh(session.store)
+                executed_before |= {s.key for s in plan.stages if not s.cached}
+                console.rule(f"[bold]{esc(plan.pipeline.name)}[/] on {esc(plan.model.ref)}")
+                runner = Runner(session, plan, RichReporter())
+                seed = f"-s{plan.pipeline.seed}" if study_obj.spec.seeds else ""
+                run_id = f"{study_id}-{i:02d}-{_slug(plan.pipeline.name)}{seed}"
+                manifest = runner.execute(run_id)
+                label = plan.pipeline.name
+                if seed and plan.stages:
+                    label += f" (seed {plan.pipeline.seed})"
+                run_ids.append((plan.model.ref, label, manifest["run_id"]))
+                if plan.pipeline.publish:
+                    publish_from_spec(session, manifest, plan.pipeline.publish)
+    except KeyboardInterrupt:
+        error(kept())
+        raise SystemExit(130) from None
     counts["executed"] = len(executed_before)
     files = write_report(folder, study_obj.name, load_results(session.store, run_ids), counts)
     _record(session, folder, study_obj, run_ids, study_command(spec, overrides))
-    console.print((files["report"]).read_text())
-    console.print(f"[bold green]study complete[/]: {files['report']}, {files['plot']}")
+    report = files["report"].read_text(encoding="utf-8")
+    console.print(Markdown(report) if console.is_terminal else report, markup=False)
+    console.print(
+        f"[bold green]study complete[/]: {esc(str(files['report']))}, {esc(str(files['plot']))}"
+    )
 
 
 def _record(session: Any, folder: Any, study_obj: Any, run_ids: Any, command: str) -> None:

@@ -166,3 +166,24 @@ def test_config_checks_groups_and_keys() -> None:
     with pytest.raises(ValidationError, match="Extra inputs"):
         grpo.GrpoConfig.model_validate({"num_generation": 4})
     assert grpo.GrpoConfig(num_generations=4, batch_size=2, gradient_accumulation=2)
+
+
+def test_generation_inside_a_step_reports_tokens(  # type: ignore[no-untyped-def]
+    registry, tiny_model_dir, questions, tmp_path, one_thread
+) -> None:
+    config = {
+        "dataset": {"name": "file", "path": str(questions)},
+        "rewards": {"digits": 1.0},
+        "num_generations": 4, "batch_size": 8, "max_completion_length": 6,
+        "max_steps": 2, "logging_steps": 1,
+    }
+    ctx = stage_context(registry, config, tiny_model_dir, tmp_path, one_thread)
+    seen: list[tuple[int, int, str]] = []
+    ctx.progress = lambda done, total, what: seen.append((done, total, what))
+    grpo.run(ctx)
+    generating = [(d, t) for d, t, what in seen if "generating 8 completions" in what]
+    assert generating and all(t == 6 for _, t in generating)
+    assert (0, 6) in generating and max(d for d, _ in generating) >= 1
+    # After each generation the display goes back to the step count, which ends at 2/2.
+    steps = [(d, t) for d, t, what in seen if what == "grpo"]
+    assert steps[-1] == (2, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -49,10 +50,7 @@ def test_an_isa_cap_below_bf16_hides_the_instructions(
 def test_cpu_precision_follows_the_instructions(
     monkeypatch: pytest.MonkeyPatch, isa: str | None, dtype: str
 ) -> None:
-    import torch
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "find_accelerator", lambda: None)
     monkeypatch.setattr(hardware, "cpu_bf16_instructions", lambda: isa)
     hw = hardware.detect()
     assert (hw.device, hw.dtype) == ("cpu", dtype)
@@ -61,10 +59,7 @@ def test_cpu_precision_follows_the_instructions(
 
 
 def test_caching_allocator_only_when_memory_is_ample(monkeypatch: pytest.MonkeyPatch) -> None:
-    import torch
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "find_accelerator", lambda: None)
     monkeypatch.setattr(hardware, "_glibc_mallopt", lambda: print)
     monkeypatch.setattr(hardware, "_memory_gib", lambda: 16.0)
     assert hardware.detect(model_params=10**8).allocator == "caching"  # ~2 GiB needed
@@ -86,6 +81,37 @@ def test_overrides_win_and_bad_ones_name_the_key() -> None:
     assert err.value.where == "hardware.allocator"
     with pytest.raises(UserError, match="unknown hardware option 'precision'"):
         hardware.detect({"precision": "bf16"})
+    for key, value, message in (
+        ("device", "gpu", "unknown device 'gpu'"),
+        ("threads", "abc", "threads must be a whole number"),
+        ("threads", 0, "threads must be a whole number"),
+        ("gradient_checkpointing", "maybe", "must be true or false"),
+    ):
+        with pytest.raises(UserError, match=message) as err:
+            hardware.detect({key: value})
+        assert err.value.where == f"hardware.{key}"
+
+
+def test_a_device_this_machine_lacks_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hardware, "find_accelerator", lambda: None)
+    with pytest.raises(UserError, match="'cuda' is not available on this machine"):
+        hardware.detect({"device": "cuda"})
+    gpu = hardware.Accelerator("cuda", "Some GPU", 80.0, True)
+    monkeypatch.setattr(hardware, "find_accelerator", lambda: gpu)
+    assert (hardware.detect().device, hardware.detect().dtype) == ("cuda", "bfloat16")
+    on_cpu = hardware.detect({"device": "cpu"})  # the CPU's own precision rule, not the GPU's
+    assert on_cpu.device == "cpu" and "CPU" in on_cpu.reasons["dtype"]
+
+
+def test_detection_does_not_import_torch() -> None:
+    code = (
+        "import sys\n"
+        "from srlm_harness import hardware\n"
+        "hardware.detect()\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_trainable_models_keep_fp32_master_weights(tiny_model_dir: Path) -> None:
@@ -134,3 +160,31 @@ def test_caching_allocator_reuses_freed_memory_instead_of_faulting_fresh_pages()
     # Each fresh 64 MiB mapping faults in 16,384 pages: 20 of them is ~330k faults.
     assert system > 20 * 10_000, (system, caching)
     assert caching < system / 10, (system, caching)
+
+
+def test_a_cuda_build_and_nvidia_smi_find_the_gpu_without_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H200, 143771, 9.0'\necho 'Tesla T4, 15360, 7.5'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(hardware, "_torch_libraries", lambda: ["libtorch_cuda.so", "libc10.so"])
+
+    def found(visible: str | None) -> hardware.Accelerator | None:
+        if visible is None:
+            monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        else:
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        hardware.find_accelerator.cache_clear()
+        try:
+            return hardware.find_accelerator()
+        finally:
+            hardware.find_accelerator.cache_clear()
+
+    assert found(None) == hardware.Accelerator("cuda", "NVIDIA H200", 143771 / 1024, True)
+    t4 = found("1")
+    assert t4 is not None and (t4.name, t4.bf16) == ("Tesla T4", False)
+    assert found("") is None  # no GPU visible: the CPU
+    monkeypatch.setattr(hardware, "find_accelerator", lambda: t4)
+    assert (hardware.detect().device, hardware.detect().dtype) == ("cuda", "float16")

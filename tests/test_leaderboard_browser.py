@@ -97,3 +97,78 @@ def test_board_sorts_and_keeps_hostile_names_inert(browser, board: Path, tmp_pat
     assert shot.stat().st_size > 10_000
     print(f"leaderboard screenshot: {shot}")
     page.close()
+
+
+def _shot(page, tmp_path: Path, name: str) -> Path:
+    shot = Path(os.environ.get("SRLM_HARNESS_ARTIFACTS") or tmp_path) / name
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+    return shot
+
+
+def test_board_fits_1280_pixels_with_full_labels(browser, board: Path, tmp_path: Path) -> None:
+    from srlm_harness.board_render import pipeline_label
+
+    page = browser.new_page()
+    page.goto((board / "index.html").as_uri())
+    page.wait_for_load_state("load")
+    # No sideways scrolling of the page or the table at 1280 px.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    assert page.evaluate(
+        "Array.from(document.querySelectorAll('.scroll'))"
+        ".every(d => d.scrollWidth <= d.clientWidth)"
+    )
+    # Every chart label is whole (wrapped, never cut) and inside the picture.
+    labels = page.locator("svg text.label")
+    shown = [" ".join(t.split()) for t in labels.all_text_contents()]
+    import json
+
+    data = json.loads(page.locator("#board-data").inner_text())
+    for row in data:
+        expected = row["model"] + row["pipeline"] + (" (partial)" if row["partial"] else "")
+        assert any(text.replace(" ", "") == expected.replace(" ", "") for text in shown), row
+    assert all(box["x"] >= 0 for box in (labels.nth(i).bounding_box() for i in range(len(shown))))
+    assert "…" not in "".join(shown)
+    assert pipeline_label  # labels come from the same function as the table's
+    assert _shot(page, tmp_path, "leaderboard-1280.png").stat().st_size > 10_000
+    page.close()
+
+
+def test_an_empty_board_says_so(browser, tmp_path: Path) -> None:
+    from srlm_harness.board_render import render_board
+
+    empty = tmp_path / "leaderboards" / "empty"
+    (empty / "entries").mkdir(parents=True)
+    render_board(empty)
+    page = browser.new_page()
+    page.goto((empty / "index.html").as_uri())
+    page.wait_for_load_state("load")
+    assert page.locator("#board-full-empty").is_visible()
+    assert "Publish a run to this board" in page.locator("#board-full-empty").inner_text()
+    assert page.locator("#chart-empty").is_visible()
+    assert page.locator("table").count() == 0
+    _shot(page, tmp_path, "leaderboard-empty.png")
+    page.close()
+
+
+def test_study_plot_loads_in_the_browser(browser, tmp_path: Path) -> None:
+    from srlm_harness.study_report import write_report
+
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join('{"correct": %s}\n' % ("true" if i % 3 else "false")
+                               for i in range(30)))
+    results = [
+        {"model": "/tmp/models/tiny", "pipeline": name, "run_id": f"r{i}",
+         "final": {"gsm8k": value}, "base": {"gsm8k": 0.3}, "partial": False,
+         "samples": {"gsm8k": str(samples)}}
+        for i, (name, value) in enumerate([("base", 0.3), ("sft", 0.5), ("sft → grpo", 0.67)])
+    ]
+    counts = {"pipelines": 3, "unique_stages": 2, "executed": 2}
+    files = write_report(tmp_path / "study", "demo-study", results, counts)
+    page = browser.new_page()
+    page.goto(files["plot"].as_uri())
+    page.wait_for_load_state("load")
+    assert page.evaluate("document.images[0].naturalWidth") > 500
+    _shot(page, tmp_path, "study-plot.png")
+    page.close()

@@ -13,11 +13,8 @@ from srlm_harness.spec import load_pipeline
 from srlm_harness.study import parse_study
 
 REPO = Path(__file__).resolve().parent.parent
-# recipes/launch/ holds accelerate config files (tested in test_launch.py), not pipelines.
-PIPELINES = (p for p in (REPO / "recipes").rglob("*.yaml") if p.parent.name != "launch")
-RECIPES = sorted(PIPELINES) + sorted(
-    (REPO / "srlm_harness" / "recipes").glob("*.yaml")
-)
+SHIPPED = REPO / "srlm_harness" / "recipes"
+RECIPES = sorted(SHIPPED.rglob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +23,16 @@ def registry() -> Registry:
 
 
 def test_there_are_recipes() -> None:
-    names = {p.relative_to(REPO).as_posix() for p in RECIPES}
-    assert "recipes/reference/study.yaml" in names
-    assert "recipes/smollm2-cpu/study.yaml" in names
-    assert len([n for n in names if n.startswith("recipes/reference/")]) >= 16
+    from srlm_harness import recipes
+
+    names = recipes.names()
+    assert {"quickstart", "reference/study", "smollm2-cpu/study"} <= set(names)
+    assert len([n for n in names if n.startswith("reference/")]) >= 16
+    assert len(names) == len(RECIPES)
+    assert all(recipes.description(n) for n in names)  # `srlm-harness recipes` shows one each
 
 
-@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.relative_to(REPO).as_posix())
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.relative_to(SHIPPED).as_posix())
 def test_recipe_validates(
     recipe: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:

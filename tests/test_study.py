@@ -43,6 +43,10 @@ def test_study_trains_each_unique_stage_once_and_reports(study_spec, harness, st
     # Unique stages: half, grow, steps; half>steps, grow>steps; shrink after each of the
     # five prefixes (none, half, grow, steps, half>steps, grow>steps) = 6 -> 3 + 2 + 6 = 11.
     assert "11 unique stages, 0 already cached" in out
+    code, out, err = harness(*PLUGIN, "plan", study_spec, "--json")
+    assert code == 0, err
+    tree = json.loads(out)
+    assert (len(tree["pipelines"]), tree["unique_stages"], tree["cached"]) == (12, 11, 0)
 
     code, out, err = harness(*PLUGIN, "study", study_spec)
     assert code == 0, err
@@ -58,6 +62,9 @@ def test_study_trains_each_unique_stage_once_and_reports(study_spec, harness, st
     # Shrinking weights 100x makes every tensor small: the score falls to 0 from base.
     assert rows["shrink"]["value"] == 0.0 and rows["shrink"]["delta"] < 0
     assert rows["base"]["delta"] == 0.0
+    # 95% intervals come from the per-sample logs, for the plot's error bars.
+    assert all(cell["ci95"] is not None for cell in rows.values())
+    assert rows["half"]["base"] == rows["base"]["value"]
     best = [name for name, cell in rows.items() if cell["best"]]
     assert best and all(
         rows[name]["value"] == max(c["value"] for c in rows.values()) for name in best

@@ -19,6 +19,7 @@ from typing import Any
 
 from srlm_harness.api import EvalRequest, EvalResult, Task, UserError
 from srlm_harness_plugins.lm_eval import records
+from srlm_harness_plugins.lm_eval.progress import request_progress
 from srlm_harness_plugins.lm_eval.task_index import (
     include_paths,
     lm_eval_version,
@@ -250,8 +251,9 @@ def evaluate(request: EvalRequest) -> EvalResult:
     for chat, task_objs in sorted(groups.items()):
         request.log(f"lm-eval: {', '.join(t.task_name for t in task_objs)}"
                     f"{' (chat template)' if chat else ''}")
-        runs.append(run_lm_eval(lm, backend, model_args, manager, task_objs, chat, request,
-                                options))
+        with request_progress(getattr(request, "progress", None)):
+            runs.append(run_lm_eval(lm, backend, model_args, manager, task_objs, chat, request,
+                                    options))
     if getattr(lm, "rank", 0) != 0:
         return EvalResult(scores=[], provenance={}, files={})
     results, samples, chat_sha = merge(runs)

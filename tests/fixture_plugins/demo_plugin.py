@@ -100,6 +100,8 @@ def evaluate_weights(request):  # type: ignore[no-untyped-def]
     samples = request.output_dir / "samples_weights.jsonl"
     with samples.open("w") as f:
         for name, t in values:
+            # A slow evaluation on request, so tests can interrupt one while it runs.
+            time.sleep(float(request.options.get("seconds_per_sample", 0)))
             mean = float(t.float().abs().mean())
             f.write(json.dumps({"name": name, "score": mean, "correct": mean > 0.01}) + "\n")
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
