@@ -186,7 +186,8 @@ def test_the_signal_study_plans_eight_pipelines_with_a_shared_teacher(store, mon
     from srlm_harness.study import load_study
 
     monkeypatch.setenv("HF_HUB_CACHE", str(store / "empty-hub"))
-    recipe = Path(__file__).resolve().parent.parent / "srlm_harness/recipes/smollm2-cpu/study-signal.yaml"
+    recipes = Path(__file__).resolve().parent.parent / "srlm_harness" / "recipes"
+    recipe = recipes / "smollm2-cpu" / "study-signal.yaml"
     session = Session.load(store=store)
     study = load_study(
         str(recipe), session.registry, hardware.detect, session.store, session.plugin_versions()
