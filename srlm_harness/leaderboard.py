@@ -307,17 +307,26 @@ def recompute_score(path: Path, metric: str) -> tuple[float, int]:
     return (sum(values) / len(values) if values else math.nan), len(values)
 
 
+#: Problems that only say a score cannot be checked (``--allow-unverified`` accepts them).
+UNVERIFIABLE = "unverifiable:"
+
+
 def verify_entry(data: dict[str, Any], board_dir: Path, where: str) -> list[str]:
-    """Check each score against its per-sample log where present: the log's sha256 and the
-    score recomputed from it. One problem line each."""
+    """Check every score against its per-sample log: the log must exist, match its sha256,
+    and give the score when recomputed. One problem line each; a score with no log to check
+    it against gives a line containing ``UNVERIFIABLE``."""
     problems = []
     for label in ("final", "base"):
         for i, score in enumerate((data.get(label) or {}).get("scores", [])):
             samples = score.get("samples")
-            path = board_dir / samples["path"] if samples else None
-            if path is None or not path.is_file():
-                continue
             at = f"{where}: {label}.scores[{i}] ({score['task']})"
+            if not samples:
+                problems.append(f"{at}: {UNVERIFIABLE} the score has no sample log (samples: null)")
+                continue
+            path = board_dir / samples["path"]
+            if not path.is_file():
+                problems.append(f"{at}: {UNVERIFIABLE} sample log {samples['path']} is missing")
+                continue
             try:
                 if _sha256(path) != samples["sha256"]:
                     problems.append(
@@ -326,7 +335,7 @@ def verify_entry(data: dict[str, Any], board_dir: Path, where: str) -> list[str]
                     )
                     continue
                 value, n = recompute_score(path, score["metric"])
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, EOFError) as exc:
                 problems.append(f"{at}: cannot read sample log {samples['path']}: {exc}")
                 continue
             if n != score["n"]:
@@ -337,6 +346,11 @@ def verify_entry(data: dict[str, Any], board_dir: Path, where: str) -> list[str]
                     "recomputed from the sample log"
                 )
     return problems
+
+
+def is_unverifiable(problem: str) -> bool:
+    """Whether a problem line only says that a score has no sample log to check it with."""
+    return f": {UNVERIFIABLE} " in problem
 
 
 def validate_board(board_dir: Path) -> list[str]:

@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -73,6 +74,7 @@ def read_json(path: Path, what: str) -> Any:
 class Store:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_root()
+        self._owned: dict[Path, int] = {}  # temporary folders this process builds -> lock fd
 
     # ----------------------------------------------------------------- finished entries
 
@@ -94,9 +96,16 @@ class Store:
         return data
 
     def begin(self, kind: str) -> Path:
-        """A fresh temporary folder for an entry being built."""
+        """A fresh temporary folder for an entry being built, owned by this process.
+
+        Ownership is a ``flock`` on ``tmp/<name>.lock`` held until :meth:`commit` or
+        :meth:`discard`: the kernel drops it when the owner dies, and it is seen by every
+        process sharing the store, whatever PID namespace (container) it runs in.
+        """
         tmp = self.root / "tmp" / f"{kind}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir(parents=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        self._owned[tmp] = _hold(_owner_lock(tmp))  # before the folder, so it is never unowned
+        tmp.mkdir()
         return tmp
 
     def commit(self, kind: str, key: str, tmp: Path, manifest: dict[str, Any]) -> Path:
@@ -106,25 +115,55 @@ class Store:
         _fsync_tree(tmp)
         final = self.path(kind, key)
         final.parent.mkdir(parents=True, exist_ok=True)
+        fault_point("commit")
         if final.exists():  # built concurrently by someone else: theirs is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
+            self.discard(tmp)
             return final
         os.replace(tmp, final)
+        _fsync_dir(final.parent)
+        self._release(tmp)
         return final
 
     def discard(self, tmp: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
+        self._release(tmp)
 
-    def clean_tmp(self) -> None:
-        """Remove leftovers of builds whose process died (their names carry the pid)."""
+    def _release(self, tmp: Path) -> None:
+        fd = self._owned.pop(tmp, None)
+        if fd is not None:
+            _drop(_owner_lock(tmp), fd)
+
+    def stale_tmp(self) -> list[Path]:
+        """Temporary folders (and lock files) whose owner is gone: nobody holds their lock."""
         tmp_root = self.root / "tmp"
         if not tmp_root.is_dir():
-            return
-        for child in tmp_root.iterdir():
-            parts = child.name.split("-")
-            pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
-            if pid is not None and not _alive(pid):
-                shutil.rmtree(child, ignore_errors=True)
+            return []
+        stale = []
+        for child in sorted(tmp_root.iterdir()):
+            if child.name.endswith(".lock"):
+                if not child.with_name(child.name[: -len(".lock")]).exists() and _unheld(child):
+                    stale.append(child)
+            elif child.is_dir() and _owner_lock(child).is_file() and _unheld(_owner_lock(child)):
+                stale.append(child)
+        return stale
+
+    def clean_tmp(self) -> list[Path]:
+        """Remove leftovers of builds whose owner died; return what was removed.
+
+        Folders whose owner still holds its lock are left alone, even when the owner is a
+        process in another container sharing the store.
+        """
+        removed = []
+        for path in self.stale_tmp():
+            lock = path if path.name.endswith(".lock") else _owner_lock(path)
+            fd = _try_hold(lock)
+            if fd is None:  # its owner (or another cleaner) holds it right now
+                continue
+            if path != lock:
+                shutil.rmtree(path, ignore_errors=True)
+            _drop(lock, fd)
+            removed.append(path)
+        return removed
 
     def work_dir(self, key: str) -> Path:
         path = self.root / "work" / key
@@ -143,16 +182,15 @@ class Store:
         """Hold an exclusive lock on ``key`` (two runs never build the same thing at once).
 
         The lock is a ``flock`` on a file, so the kernel releases it when its holder dies,
-        even by ``kill -9``.
+        even by ``kill -9``; the file is removed on release, so locks do not pile up.
         """
-        locks = self.root / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / f"{key}.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        path = self.root / "locks" / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _hold(path)
+        try:
+            yield
+        finally:
+            _drop(path, fd)
 
     # ----------------------------------------------------------------- runs
 
@@ -189,13 +227,76 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(f.fileno())
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _owner_lock(tmp: Path) -> Path:
+    return tmp.with_name(tmp.name + ".lock")
+
+
+def _hold(path: Path) -> int:
+    """Block until this process holds the lock file ``path``; return its descriptor.
+
+    Lock files are deleted on release, so after locking we check that ``path`` is still the
+    file we locked (not one deleted meanwhile); if not, we lock the new one.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if _still_there(path, fd):
+            return fd
+        os.close(fd)
+
+
+def _try_hold(path: Path) -> int | None:
+    """The lock file ``path`` held without waiting, or None if someone holds it."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    if not _still_there(path, fd):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _still_there(path: Path, fd: int) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
         return False
-    except PermissionError:
-        return True
+
+
+def _unheld(path: Path) -> bool:
+    fd = _try_hold(path)
+    if fd is None:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
     return True
+
+
+def _drop(path: Path, fd: int) -> None:
+    """Delete a lock file this process holds, then release it."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    os.close(fd)
+
+
+def fault_point(name: str) -> None:
+    """Die here with SIGKILL when ``SRLM_HARNESS_FAULT`` names this point (fault-injection
+    tests use it to crash at the worst moments: checkpoint save, commit, log copy, render)."""
+    if os.environ.get("SRLM_HARNESS_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
