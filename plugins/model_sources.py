@@ -208,8 +208,10 @@ def convert_gguf(gguf: Path, target: Path) -> None:
 
     folder, name = str(gguf.parent), str(gguf)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=torch.float32, trust_remote_code=False
+        )
     except (ValueError, KeyError) as exc:  # transformers' words for "unsupported GGUF"
         raise UserError(
             f"transformers cannot read this GGUF ({' '.join(str(exc).split())[:200]})",

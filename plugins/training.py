@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from srlm_harness import remote_code
 from srlm_harness.api import StageContext, UserError
 from srlm_harness.hardware import Hardware, apply_hardware
 
@@ -333,9 +334,11 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    remote_code.check_model(path)
+    trust = remote_code.allowed()  # explicit: never a prompt on a terminal
     dtype = hardware.torch_dtype() if not trainable else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=trust)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if hardware.device != "cpu":
@@ -389,9 +392,11 @@ def check_lora_targets(model_dir: Path, lora: LoraOptions | None, where: str = "
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(str(model_dir))
+    remote_code.check_model(model_dir)
+    trust = remote_code.allowed()
+    config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust)
     lora_config(lora, model, where)
 
 

@@ -153,11 +153,11 @@ def build_plan(
 
 def _is_study(spec: str) -> bool:
     """A study spec names ``models`` and ``pipelines`` or a ``grid`` instead of one pipeline."""
-    import yaml
+    from srlm_harness.spec import load_yaml
 
     try:
-        raw = yaml.safe_load(Path(spec).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        raw, _ = load_yaml(Path(spec))  # guarded against alias bombs, unlike yaml.safe_load
+    except UserError:
         return False  # the pipeline loader reports it properly
     return isinstance(raw, dict) and ("pipelines" in raw or "grid" in raw or "models" in raw)
 
@@ -178,6 +178,8 @@ def run(state: State, dry_run: bool, run_id: str | None, **flags: Any) -> None:
     """Run a pipeline from SPEC (YAML) and/or flags; with no arguments, the quick start."""
     from srlm_harness import views
 
+    if run_id is not None:
+        state.session.store.check_new_run_id(run_id)
     plan = build_plan(state, **flags)
     views.show_plan(plan, state.session.store)
     if dry_run:
@@ -238,6 +240,8 @@ def eval_command(
     from srlm_harness import views
 
     names = tuple(t.strip() for item in tasks for t in item.split(",") if t.strip())
+    if run_id is not None:
+        state.session.store.check_new_run_id(run_id)
     plan = build_plan(state, None, model, (), names, limit, overrides)
     views.execute_and_report(state.session, plan, run_id)
 

@@ -44,6 +44,7 @@ from srlm_harness.leaderboard_schema import (  # noqa: F401 - re-exported
     load_entry,
     validate_entry,
 )
+from srlm_harness.names import check_name
 
 # --------------------------------------------------------------------------- building
 
@@ -206,6 +207,7 @@ def _build_checked(
             for k, v in (manifest.get("hardware") or {}).items()
             if v is None or isinstance(v, (str, int, float, bool))
         },
+        "trust_remote_code": bool(manifest.get("trust_remote_code")),
     }
     return validate_entry(entry, where), sources
 
@@ -235,13 +237,12 @@ def board_path(board: str, root: str | Path | None = None) -> Path:
     prefix = base.name + "/"
     if board.startswith(prefix):
         name = board[len(prefix) :]
-    if not _NAME.match(name) or ".." in name:
-        raise UserError(
-            f"invalid board name {board!r}",
-            "board",
-            "use letters, digits, '.', '_' and '-'; no '/' or '..'",
-        )
-    return base / name
+    check_name(name, "board name", "board")
+    path = base / name
+    if path.exists() and not path.is_dir():
+        raise UserError(f"board {board!r} is a file, not a folder", str(path),
+                        "move that file away or pick another board name")
+    return path
 
 
 @contextmanager

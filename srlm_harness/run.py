@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from srlm_harness import remote_code
 from srlm_harness.api import (
     EvalRequest,
     EvalResult,
@@ -214,12 +215,17 @@ class Runner:
             "hardware": self.plan.hardware.as_dict(),
             "started": now(),
             "finished": None,
+            "trust_remote_code": pipeline.trust_remote_code,
         }
         self._save()
+        if pipeline.trust_remote_code:
+            self.reporter.info(
+                "trust_remote_code: true — model directories may run their own Python code"
+            )
         self.info = RunInfo(run_id, self.run_dir, pipeline, self.plan)
         status = "failed"
         try:
-            with sigterm_as_interrupt():
+            with sigterm_as_interrupt(), remote_code.allow(pipeline.trust_remote_code):
                 self.preflight()
                 self.hook.srlm_pipeline_start(run=self.info)
                 for step in self.plan.steps:
@@ -332,6 +338,7 @@ class Runner:
             self.reporter.step_start(step, cached is not None)
             if cached is None:
                 model = self.model_dir(step.model_key)
+                remote_code.check_model(model)
                 tmp = self.store.begin("evals")
                 request = EvalRequest(
                     model,

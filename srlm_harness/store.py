@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from srlm_harness.api import UserError
+from srlm_harness.names import check_name
 
 MANIFEST = "manifest.json"
 KINDS = ("stages", "evals")
@@ -194,9 +195,22 @@ class Store:
 
     # ----------------------------------------------------------------- runs
 
+    def check_new_run_id(self, run_id: str) -> None:
+        """A UserError unless ``run_id`` is a safe name no run in this store has yet."""
+        check_name(run_id, "run id", "--run-id")
+        if (self.root / "runs" / run_id).exists():
+            raise UserError(f"run id {run_id!r} is already used in store {self.root}",
+                            "--run-id", "pick another id, or leave --run-id out")
+
     def new_run_dir(self, run_id: str) -> Path:
+        self.check_new_run_id(run_id)
         path = self.root / "runs" / run_id
-        path.mkdir(parents=True, exist_ok=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir()
+        except FileExistsError:  # taken between the check and now
+            self.check_new_run_id(run_id)
+            raise
         return path
 
     def run_ids(self) -> list[str]:

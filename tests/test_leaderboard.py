@@ -266,7 +266,7 @@ def test_folder_publisher_rejects_unsafe_entry_ids(store: Path, tmp_path: Path) 
 
     entry = build_entry(make_run(store, "r1", 0.5))
     for bad in ("../../evil", "/tmp/evil", "a/b", ".hidden"):
-        with pytest.raises(UserError, match="unsafe entry id"):
+        with pytest.raises(UserError, match="invalid entry id"):
             publish_to_folder({**entry, "id": bad}, str(tmp_path / "board"))
     assert not list(tmp_path.rglob("*evil*"))
 
