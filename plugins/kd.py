@@ -359,6 +359,7 @@ def run(ctx: StageContext) -> StageResult:
 
 def preflight(ctx: StageContext) -> None:
     config: KdConfig = ctx.config  # type: ignore[assignment]
+    training.check_model_files(Path(ctx.input_model))
     training.check_lora_targets(Path(ctx.input_model), config.lora, "kd.lora")
     if config.mode == "logits":
         teacher = config.teacher or ""

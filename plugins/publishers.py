@@ -17,6 +17,7 @@ from typing import Any
 from srlm_harness.api import Publisher
 from srlm_harness.hookspecs import hookimpl
 from srlm_harness.names import check_name
+from srlm_harness.store import writing
 
 #: Hub dataset ids of well-known lm-eval tasks, for the Hub's benchmark links.
 HF_DATASETS = {
@@ -31,11 +32,12 @@ HF_DATASETS = {
 
 def _write_atomic(path: Path, text: str) -> None:
     # A reader (or a crash) never sees half a file: write aside, then rename over.
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -105,6 +105,7 @@ def run(ctx: StageContext) -> StageResult:
 
 def preflight(ctx: StageContext) -> None:
     config: SftConfig = ctx.config  # type: ignore[assignment]
+    training.check_model_files(Path(ctx.input_model))
     training.check_lora_targets(Path(ctx.input_model), config.lora, "sft.lora")
 
 

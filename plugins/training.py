@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from srlm_harness import remote_code
 from srlm_harness.api import StageContext, UserError
 from srlm_harness.hardware import Hardware, apply_hardware
+from srlm_harness.store import FAULT_ENV, fault_point
 
 #: Version of the stages built on these helpers (sft, kd, grpo), part of their cache keys.
 #: 3: data order seeded by (seed, epoch), so resumes are bit-for-bit; 2: fp32 master weights
@@ -43,7 +45,8 @@ class LoraOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    r: int = Field(16, gt=0, description="adapter rank")
+    # Bounds keep a typo (r: 1000000000) from allocating hundreds of gigabytes.
+    r: int = Field(16, gt=0, le=4096, description="adapter rank")
     alpha: int = Field(32, gt=0, description="scaling numerator (lora_alpha)")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
     target_modules: list[str] | None = Field(
@@ -70,7 +73,9 @@ class TrainingOptions(BaseModel):
     )
     batch_size: int = Field(8, gt=0, description="sequences per device per forward pass")
     gradient_accumulation: int = Field(1, gt=0, description="forward passes per optimizer step")
-    max_length: int = Field(1024, gt=0, description="truncate sequences to this many tokens")
+    max_length: int = Field(
+        1024, gt=0, le=1 << 20, description="truncate sequences to this many tokens"
+    )
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of steps for lr warmup")
     scheduler: str = Field("linear", description="lr scheduler (linear, cosine, constant, ...)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
@@ -224,6 +229,14 @@ def train(trainer: Any, ctx: StageContext) -> dict[str, Any]:
     trainer.remove_callback(PrinterCallback)
     _seed_sampler_by_epoch(trainer, ctx.seed)
     trainer.add_callback(_running_loss_callback(trainer))
+    if os.environ.get(FAULT_ENV):  # fault-injection tests: die with a checkpoint half saved
+        save_rest = trainer._save_optimizer_and_scheduler
+
+        def save_with_fault(*args: Any, **kwargs: Any) -> Any:
+            fault_point("checkpoint-save")  # the weights are written, the state is not
+            return save_rest(*args, **kwargs)
+
+        trainer._save_optimizer_and_scheduler = save_with_fault
     resume = latest_checkpoint(Path(ctx.checkpoint_dir), ctx.log)
     if resume:
         ctx.log(f"resuming from {resume}")
@@ -335,6 +348,7 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     remote_code.check_model(path)
+    check_model_files(Path(path))
     trust = remote_code.allowed()  # explicit: never a prompt on a terminal
     dtype = hardware.torch_dtype() if not trainable else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=trust)
@@ -382,6 +396,41 @@ def lora_config(options: LoraOptions, model: Any, where: str = "lora") -> Any:
         target_modules=targets,
         task_type="CAUSAL_LM",
     )
+
+
+def check_model_files(model_dir: Path) -> None:
+    """Fail fast, naming the file, on a model directory a crash or a bad copy damaged: its
+    config.json and tokenizer.json must parse, each safetensors file must be complete."""
+    model_dir = Path(model_dir)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        path = model_dir / name
+        if path.is_file():
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise UserError(f"damaged {name} ({type(exc).__name__})", str(path),
+                                "re-save or re-download the model") from None
+    for path in sorted(model_dir.glob("*.safetensors")):
+        problem = _safetensors_problem(path)
+        if problem:
+            raise UserError(f"damaged weights file ({problem})", str(path),
+                            "re-save or re-download the model")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file is not complete (header unreadable, data cut short), or None."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size < 100 << 20:
+                return f"implausible header size {size}"
+            header = json.loads(f.read(size))
+        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+        need = 8 + size + max(ends, default=0)
+        actual = path.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        return f"unreadable header: {type(exc).__name__}"
+    return f"{actual} bytes, the header promises {need}" if actual < need else None
 
 
 def check_lora_targets(model_dir: Path, lora: LoraOptions | None, where: str = "lora") -> None:

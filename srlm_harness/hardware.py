@@ -102,6 +102,7 @@ def _memory_gib() -> float:
 
 _KEYS = {"device", "dtype", "threads", "gradient_checkpointing", "allocator"}
 _ALLOCATORS = ("caching", "system")
+_DEVICES = ("cpu", "cuda", "mps")
 _DTYPES = {
     "float32": "float32",
     "bfloat16": "bfloat16",
@@ -176,17 +177,24 @@ def detect(overrides: dict[str, Any] | None = None, model_params: int | None = N
                 )
             value = _DTYPES[value]
         if key == "threads":
+            if isinstance(value, bool) or not str(value).isdigit() or int(value) < 1:
+                raise UserError(f"threads must be a whole number of at least 1, got {value!r}",
+                                "hardware.threads")
             value = int(value)
+        if key == "device" and value not in _DEVICES:
+            raise UserError(f"unknown device {value!r}", "hardware.device",
+                            f"use {', '.join(_DEVICES)}")
         if key == "allocator" and value not in _ALLOCATORS:
             raise UserError(
                 f"unknown allocator {value!r}", "hardware.allocator", "use caching or system"
             )
         if key == "gradient_checkpointing":
-            value = (
-                value
-                if isinstance(value, bool)
-                else str(value).lower() in ("1", "true", "yes", "on")
-            )
+            words = {"1": True, "true": True, "yes": True, "on": True,
+                     "0": False, "false": False, "no": False, "off": False}
+            if not isinstance(value, bool) and str(value).lower() not in words:
+                raise UserError(f"gradient_checkpointing is true or false, got {value!r}",
+                                "hardware.gradient_checkpointing")
+            value = value if isinstance(value, bool) else words[str(value).lower()]
         setattr(hw, key, value)
         hw.reasons[key] = "set in the spec"
     return hw

@@ -45,6 +45,7 @@ from srlm_harness.leaderboard_schema import (  # noqa: F401 - re-exported
     validate_entry,
 )
 from srlm_harness.names import check_name
+from srlm_harness.store import fault_point, writing
 
 # --------------------------------------------------------------------------- building
 
@@ -387,6 +388,7 @@ def _copy_samples(board_dir: Path, sources: dict[str, Path]) -> None:
         with _open_log(source) as src, open(tmp, "wb") as raw:
             with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
                 shutil.copyfileobj(src, out)
+        fault_point("sample-log-copy")
         os.replace(tmp, final)
 
 
@@ -443,14 +445,17 @@ def publish_run(
         return Published(chosen.publish(build_entry(manifest, store=store), target))
     board_dir = board_path(target, root)  # checked before any work
     entry, sources = _build(manifest, "run manifest", store)
-    with board_lock(board_dir):  # so two publishers of one result cannot both write it
+    with writing(board_dir), board_lock(board_dir):  # one publisher of a result writes it
         existing = published_copy(board_dir, entry)
         if existing is None:
             _copy_samples(board_dir, sources)
+            fault_point("publish-samples-copied")
             location = chosen.publish(entry, str(board_dir))
     from srlm_harness.board_render import render_board
 
-    render_board(board_dir)  # also when nothing was written: repairs an interrupted render
+    fault_point("publish-before-render")
+    with writing(board_dir):
+        render_board(board_dir)  # also when nothing was written: repairs an interrupted render
     if existing is not None:
         return Published(str(existing), new=False)
     return Published(location)

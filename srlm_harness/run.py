@@ -194,8 +194,8 @@ class Runner:
     def execute(self, run_id: str | None = None) -> dict[str, Any]:
         pipeline = self.plan.pipeline
         run_id = run_id or new_run_id()
+        self.store.check_new_run_id(run_id)
         self.store.clean_tmp()
-        self.run_dir = self.store.new_run_dir(run_id)
         self.manifest = {
             "schema": RUN_SCHEMA,
             "run_id": run_id,
@@ -217,6 +217,9 @@ class Runner:
             "finished": None,
             "trust_remote_code": pipeline.trust_remote_code,
         }
+        with remote_code.allow(pipeline.trust_remote_code):
+            self.preflight()  # before the run record: bad input leaves no trace in the store
+        self.run_dir = self.store.new_run_dir(run_id)
         self._save()
         if pipeline.trust_remote_code:
             self.reporter.info(
@@ -226,7 +229,6 @@ class Runner:
         status = "failed"
         try:
             with sigterm_as_interrupt(), remote_code.allow(pipeline.trust_remote_code):
-                self.preflight()
                 self.hook.srlm_pipeline_start(run=self.info)
                 for step in self.plan.steps:
                     if isinstance(step, StageStep):

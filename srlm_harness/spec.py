@@ -388,6 +388,9 @@ def validate(raw: Any, where: Where, registry: Registry, source: str) -> Pipelin
                 locate(where, path, eval_loc),
                 "set 'trust_remote_code: true' at the top of the spec (see docs/guarantees.md)",
             )
+    if not stages and spec.evaluate is None:
+        raise UserError("the pipeline has no stages and no evaluation: nothing to do", top,
+                        "add 'stages: [...]' or 'evaluate: {tasks: [...]}'")
     name = spec.name or "-".join([Path(spec.model).name.lower()] + [s.name for s in stages])
     return Pipeline(
         name=name,

@@ -19,6 +19,7 @@ for a finished one, whatever kills the process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -41,20 +42,39 @@ def default_root() -> Path:
     return Path(os.environ.get("SRLM_HARNESS_STORE") or "runs")
 
 
+#: Errors that mean "this disk will not take the write": the user's to fix, not a bug.
+_DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn a full, read-only or forbidden disk into a one-line UserError naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        raise UserError(
+            f"cannot write ({exc.strerror})", str(path),
+            "free some space, or point --store / the board root at a writable folder",
+        ) from None
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -104,9 +124,10 @@ class Store:
         process sharing the store, whatever PID namespace (container) it runs in.
         """
         tmp = self.root / "tmp" / f"{kind}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        self._owned[tmp] = _hold(_owner_lock(tmp))  # before the folder, so it is never unowned
-        tmp.mkdir()
+        with writing(tmp):
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            self._owned[tmp] = _hold(_owner_lock(tmp))  # first, so the folder is never unowned
+            tmp.mkdir()
         return tmp
 
     def commit(self, kind: str, key: str, tmp: Path, manifest: dict[str, Any]) -> Path:
@@ -186,8 +207,9 @@ class Store:
         even by ``kill -9``; the file is removed on release, so locks do not pile up.
         """
         path = self.root / "locks" / f"{key}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = _hold(path)
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = _hold(path)
         try:
             yield
         finally:
@@ -205,9 +227,10 @@ class Store:
     def new_run_dir(self, run_id: str) -> Path:
         self.check_new_run_id(run_id)
         path = self.root / "runs" / run_id
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            path.mkdir()
+            with writing(path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.mkdir()
         except FileExistsError:  # taken between the check and now
             self.check_new_run_id(run_id)
             raise
@@ -272,7 +295,7 @@ def _hold(path: Path) -> int:
 def _try_hold(path: Path) -> int | None:
     """The lock file ``path`` held without waiting, or None if someone holds it."""
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDONLY)  # flock needs no write access: works on read-only disks
     except FileNotFoundError:
         return None
     try:
@@ -309,8 +332,18 @@ def _drop(path: Path, fd: int) -> None:
     os.close(fd)
 
 
+FAULT_ENV = "SRLM_HARNESS_FAULT"
+_fault_hits: dict[str, int] = {}
+
+
 def fault_point(name: str) -> None:
-    """Die here with SIGKILL when ``SRLM_HARNESS_FAULT`` names this point (fault-injection
-    tests use it to crash at the worst moments: checkpoint save, commit, log copy, render)."""
-    if os.environ.get("SRLM_HARNESS_FAULT") == name:
+    """Die here by SIGKILL when ``SRLM_HARNESS_FAULT`` is ``name`` (or ``name:N``: the N-th
+    time this process gets here). Fault-injection tests crash at the worst moments with it:
+    a checkpoint half saved, a finished build not yet renamed, a sample log half copied."""
+    wanted = os.environ.get(FAULT_ENV)
+    if not wanted or wanted.split(":")[0] != name:
+        return
+    _fault_hits[name] = _fault_hits.get(name, 0) + 1
+    nth = wanted.partition(":")[2]
+    if _fault_hits[name] == (int(nth) if nth else 1):
         os.kill(os.getpid(), signal.SIGKILL)
