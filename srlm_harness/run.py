@@ -8,6 +8,7 @@ under their keys; running the same plan again finds them and skips the work.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import time
@@ -123,6 +124,7 @@ class Runner:
         self.store = session.store
         self.hook = session.plugins.hook
         self.model_dirs: dict[str, Path] = {}
+        self.datasets: dict[str, list[dict[str, Any]]] = {}
         self.manifest: dict[str, Any] = {}
         self.run_dir: Path | None = None
         self.info: RunInfo | None = None
@@ -163,11 +165,18 @@ class Runner:
 
     def load_dataset(self, value: Any) -> list[dict[str, Any]]:
         spec = dataset_spec(value)
-        source = self.session.registry.datasets.get(spec["name"], where="dataset")
-        options = {k: v for k, v in spec.items() if k not in ("name", "split", "limit")}
-        records = source.load(options, spec["split"])
-        limit = spec.get("limit")
-        return list(records[:limit] if limit else records)
+        memo = json.dumps(spec, sort_keys=True, default=str)
+        if memo not in self.datasets:  # read once: by the preflight, then by the stage
+            source = self.session.registry.datasets.get(spec["name"], where="dataset")
+            options = {k: v for k, v in spec.items() if k not in ("name", "split", "limit")}
+            records = source.load(options, spec["split"])
+            limit = spec.get("limit")
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                      or limit < 1):
+                raise UserError(f"a dataset limit is a whole number >= 1, got {limit!r}",
+                                f"dataset {spec['name']}: limit")
+            self.datasets[memo] = list(records[:limit] if limit else records)
+        return [dict(r) for r in self.datasets[memo]]
 
     def stage_context(self, step: StageStep, input_model: Path, output_dir: Path) -> StageContext:
         work = self.store.work_dir(step.key)
@@ -253,10 +262,19 @@ class Runner:
     def preflight(self) -> None:
         """Let every stage check its inputs before anything trains (bad reward names, LoRA
         targets, tokenizer mismatches...). Stages whose input is not built yet are checked
-        against the base model, which has the same tokenizer and architecture."""
+        against the base model, which has the same tokenizer and architecture. The base
+        model is resolved (a GGUF converted) and the datasets of stages to run are read here
+        too, so that a bad model or data file is reported before the run record exists."""
+        if any(not s.cached for s in self.plan.steps):
+            self.model_dir(self.plan.model.key)
+        for step in self.plan.stages:
+            if not step.cached and step.spec.type.references is not None:
+                for ref in step.spec.type.references(step.spec.config):
+                    if ref.kind == "dataset" and ref.value is not None:
+                        if not self.load_dataset(ref.value):
+                            raise UserError(f"dataset {dataset_spec(ref.value)['name']} has "
+                                            "no records", f"stage {step.label}")
         pending = [s for s in self.plan.stages if not s.cached and s.spec.type.preflight]
-        if not pending:
-            return
         for step in pending:
             input_key = step.input_key
             built = input_key == self.plan.model.key or self.store.manifest("stages", input_key)

@@ -220,6 +220,10 @@ class Store:
     def check_new_run_id(self, run_id: str) -> None:
         """A UserError unless ``run_id`` is a safe name no run in this store has yet."""
         check_name(run_id, "run id", "--run-id")
+        for folder in (self.root, self.root / "runs"):
+            if folder.exists() and not folder.is_dir():
+                raise UserError(f"store folder {folder} is a file, not a folder", str(folder),
+                                "move it away, or point --store elsewhere")
         if (self.root / "runs" / run_id).exists():
             raise UserError(f"run id {run_id!r} is already used in store {self.root}",
                             "--run-id", "pick another id, or leave --run-id out")
