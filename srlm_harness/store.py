@@ -189,12 +189,14 @@ class Store:
 
     def work_dir(self, key: str) -> Path:
         path = self.root / "work" / key
-        path.mkdir(parents=True, exist_ok=True)
+        with writing(path):
+            path.mkdir(parents=True, exist_ok=True)
         return path
 
     def models_dir(self) -> Path:
         path = self.root / "models"
-        path.mkdir(parents=True, exist_ok=True)
+        with writing(path):
+            path.mkdir(parents=True, exist_ok=True)
         return path
 
     # ----------------------------------------------------------------- locks
