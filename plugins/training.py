@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from srlm_harness import remote_code
 from srlm_harness.api import StageContext, UserError
 from srlm_harness.hardware import Hardware, apply_hardware
-from srlm_harness.store import FAULT_ENV, fault_point
+from srlm_harness.store import FAULT_ENV, fault_point, safetensors_problem
 
 #: Version of the stages built on these helpers (sft, kd, grpo), part of their cache keys.
 #: 3: data order seeded by (seed, epoch), so resumes are bit-for-bit; 2: fp32 master weights
@@ -411,26 +411,10 @@ def check_model_files(model_dir: Path) -> None:
                 raise UserError(f"damaged {name} ({type(exc).__name__})", str(path),
                                 "re-save or re-download the model") from None
     for path in sorted(model_dir.glob("*.safetensors")):
-        problem = _safetensors_problem(path)
+        problem = safetensors_problem(path)
         if problem:
             raise UserError(f"damaged weights file ({problem})", str(path),
                             "re-save or re-download the model")
-
-
-def _safetensors_problem(path: Path) -> str | None:
-    """Why a safetensors file is not complete (header unreadable, data cut short), or None."""
-    try:
-        with open(path, "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            if not 0 < size < 100 << 20:
-                return f"implausible header size {size}"
-            header = json.loads(f.read(size))
-        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
-        need = 8 + size + max(ends, default=0)
-        actual = path.stat().st_size
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-        return f"unreadable header: {type(exc).__name__}"
-    return f"{actual} bytes, the header promises {need}" if actual < need else None
 
 
 def check_lora_targets(model_dir: Path, lora: LoraOptions | None, where: str = "lora") -> None:

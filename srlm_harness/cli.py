@@ -334,6 +334,7 @@ def _attach_builtin_groups() -> None:
     for module, name in (
         ("srlm_harness.leaderboard_cli", "leaderboard"),
         ("srlm_harness.study_cli", "study"),
+        ("srlm_harness.store_cli", "store"),
     ):
         try:
             cli.add_command(getattr(importlib.import_module(module), name))

@@ -229,6 +229,7 @@ class Runner:
         with remote_code.allow(pipeline.trust_remote_code):
             self.preflight()  # before the run record: bad input leaves no trace in the store
         self.run_dir = self.store.new_run_dir(run_id)
+        owner = self.store.own_run(self.run_dir)  # `runs list` tells a dead run by it
         self._save()
         if pipeline.trust_remote_code:
             self.reporter.info(
@@ -256,6 +257,7 @@ class Runner:
             self.manifest["status"] = status
             self.manifest["finished"] = now()
             self._save()
+            self.store.release_run(owner)
             self.hook.srlm_pipeline_end(run=self.info, status=status, summary=self.manifest)
         return self.manifest
 

@@ -187,6 +187,37 @@ class Store:
             removed.append(path)
         return removed
 
+    def stale_locks(self) -> list[Path]:
+        """Lock files nobody holds (left by a process killed between lock and unlink)."""
+        locks = self.root / "locks"
+        return [p for p in sorted(locks.glob("*.lock")) if _unheld(p)] if locks.is_dir() else []
+
+    def clean_locks(self) -> list[Path]:
+        """Remove the lock files nobody holds; return them."""
+        removed = []
+        for lock in self.stale_locks():
+            fd = _try_hold(lock)
+            if fd is not None:
+                _drop(lock, fd)
+                removed.append(lock)
+        return removed
+
+    def dead_runs(self) -> list[Path]:
+        """Run folders whose manifest says ``running`` but whose process is gone."""
+        dead = []
+        for run_id in self.run_ids():
+            folder = self.root / "runs" / run_id
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                status = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["status"]
+                if status == "running" and not self.run_is_live(folder):
+                    dead.append(folder)
+        return dead
+
+    def mark_interrupted(self, run_dir: Path) -> None:
+        """Record a dead run as ``interrupted`` in its manifest."""
+        manifest = read_json(run_dir / MANIFEST, "run manifest")
+        atomic_write_json(run_dir / MANIFEST, _live_status(manifest, run_dir))
+
     def work_dir(self, key: str) -> Path:
         path = self.root / "work" / key
         with writing(path):
@@ -248,18 +279,69 @@ class Store:
             return []
         return sorted(p.name for p in runs.iterdir() if (p / MANIFEST).is_file())
 
+    def own_run(self, run_dir: Path) -> int:
+        """Mark ``run_dir`` as owned by this process while it runs (a ``flock`` on the
+        folder, dropped by the kernel when the process dies); returns what to release."""
+        fd = os.open(run_dir, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+
+    @staticmethod
+    def release_run(fd: int) -> None:
+        os.close(fd)
+
+    @staticmethod
+    def run_is_live(run_dir: Path) -> bool:
+        """Whether the process running ``run_dir`` still holds it (in any container)."""
+        try:
+            fd = os.open(run_dir, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
     def run_manifest(self, run: str) -> dict[str, Any]:
-        """A run's manifest by id, id prefix, or run directory path."""
+        """A run's manifest by id, id prefix, or run directory path. A run recorded as
+        ``running`` whose process is gone (killed, power lost) reads as ``interrupted``."""
         candidate = Path(run)
         if (candidate / MANIFEST).is_file():
-            return dict(read_json(candidate / MANIFEST, "run manifest"))
+            return _live_status(dict(read_json(candidate / MANIFEST, "run manifest")), candidate)
         ids = self.run_ids()
         matches = [r for r in ids if r == run] or [r for r in ids if r.startswith(run)]
         if len(matches) != 1:
             hint = "see `srlm-harness runs list`"
             why = "is ambiguous" if matches else "not found"
             raise UserError(f"run '{run}' {why} in store {self.root}", None, hint)
-        return dict(read_json(self.root / "runs" / matches[0] / MANIFEST, "run manifest"))
+        folder = self.root / "runs" / matches[0]
+        return _live_status(dict(read_json(folder / MANIFEST, "run manifest")), folder)
+
+
+def _live_status(manifest: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    if manifest.get("status") == "running" and not Store.run_is_live(run_dir):
+        manifest["status"] = "interrupted"
+        manifest.setdefault("error", "its process ended without finishing (killed?)")
+    return manifest
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file is not complete (header unreadable, data cut short), or None."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size < 100 << 20:
+                return f"implausible header size {size}"
+            header = json.loads(f.read(size))
+        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+        need = 8 + size + max(ends, default=0)
+        actual = path.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        return f"unreadable header: {type(exc).__name__}"
+    return f"{actual} bytes, the header promises {need}" if actual < need else None
 
 
 def _fsync_tree(root: Path) -> None:
