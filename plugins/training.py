@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from srlm_harness import remote_code
 from srlm_harness.api import StageContext, UserError
+from srlm_harness.faults import FAULT_ENV, fault_point
 from srlm_harness.hardware import Hardware, apply_hardware
-from srlm_harness.store import FAULT_ENV, fault_point, safetensors_problem
+from srlm_harness.store import safetensors_problem
 
 #: Version of the stages built on these helpers (sft, kd, grpo), part of their cache keys.
 #: 3: data order seeded by (seed, epoch), so resumes are bit-for-bit; 2: fp32 master weights

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, cast
 
 from srlm_harness.api import UserError
+from srlm_harness.faults import fault_point
 from srlm_harness.leaderboard_schema import (  # noqa: F401 - re-exported
     _NAME,
     _SAMPLES_PATH,
@@ -45,7 +46,7 @@ from srlm_harness.leaderboard_schema import (  # noqa: F401 - re-exported
     validate_entry,
 )
 from srlm_harness.names import check_name
-from srlm_harness.store import fault_point, writing
+from srlm_harness.store import writing
 
 # --------------------------------------------------------------------------- building
 

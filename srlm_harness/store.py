@@ -7,8 +7,9 @@ Layout under the root (default ``./runs``, or ``--store`` / ``SRLM_HARNESS_STORE
     work/<key>/         survives interruptions: trainer checkpoints, cached intermediates
     models/             model sources' caches (converted GGUF files, ...)
     runs/<run_id>/      one run: manifest.json (spec, steps, versions, hardware, timings)
-    tmp/                outputs being written; never read as results
-    locks/              one lock file per key while it is being built
+    tmp/                outputs being written (each owned by a lock, tmp/<name>.lock, held
+                        by the building process); never read as results
+    locks/              one lock file per key while it is being built (removed after)
 
 An entry is complete exactly when its folder exists under ``stages/`` or ``evals/``: it is
 written under ``tmp/`` and renamed into place (atomic on one filesystem) only after its
@@ -24,7 +25,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from srlm_harness.api import UserError
+from srlm_harness.faults import fault_point
+from srlm_harness.locks import drop, hold, try_hold, unheld
 from srlm_harness.names import check_name
 
 MANIFEST = "manifest.json"
@@ -126,7 +128,7 @@ class Store:
         tmp = self.root / "tmp" / f"{kind}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         with writing(tmp):
             tmp.parent.mkdir(parents=True, exist_ok=True)
-            self._owned[tmp] = _hold(_owner_lock(tmp))  # first, so the folder is never unowned
+            self._owned[tmp] = hold(_owner_lock(tmp))  # first, so the folder is never unowned
             tmp.mkdir()
         return tmp
 
@@ -153,7 +155,7 @@ class Store:
     def _release(self, tmp: Path) -> None:
         fd = self._owned.pop(tmp, None)
         if fd is not None:
-            _drop(_owner_lock(tmp), fd)
+            drop(_owner_lock(tmp), fd)
 
     def stale_tmp(self) -> list[Path]:
         """Temporary folders (and lock files) whose owner is gone: nobody holds their lock."""
@@ -163,9 +165,9 @@ class Store:
         stale = []
         for child in sorted(tmp_root.iterdir()):
             if child.name.endswith(".lock"):
-                if not child.with_name(child.name[: -len(".lock")]).exists() and _unheld(child):
+                if not child.with_name(child.name[: -len(".lock")]).exists() and unheld(child):
                     stale.append(child)
-            elif child.is_dir() and _owner_lock(child).is_file() and _unheld(_owner_lock(child)):
+            elif child.is_dir() and _owner_lock(child).is_file() and unheld(_owner_lock(child)):
                 stale.append(child)
         return stale
 
@@ -178,27 +180,27 @@ class Store:
         removed = []
         for path in self.stale_tmp():
             lock = path if path.name.endswith(".lock") else _owner_lock(path)
-            fd = _try_hold(lock)
+            fd = try_hold(lock)
             if fd is None:  # its owner (or another cleaner) holds it right now
                 continue
             if path != lock:
                 shutil.rmtree(path, ignore_errors=True)
-            _drop(lock, fd)
+            drop(lock, fd)
             removed.append(path)
         return removed
 
     def stale_locks(self) -> list[Path]:
         """Lock files nobody holds (left by a process killed between lock and unlink)."""
         locks = self.root / "locks"
-        return [p for p in sorted(locks.glob("*.lock")) if _unheld(p)] if locks.is_dir() else []
+        return [p for p in sorted(locks.glob("*.lock")) if unheld(p)] if locks.is_dir() else []
 
     def clean_locks(self) -> list[Path]:
         """Remove the lock files nobody holds; return them."""
         removed = []
         for lock in self.stale_locks():
-            fd = _try_hold(lock)
+            fd = try_hold(lock)
             if fd is not None:
-                _drop(lock, fd)
+                drop(lock, fd)
                 removed.append(lock)
         return removed
 
@@ -242,11 +244,11 @@ class Store:
         path = self.root / "locks" / f"{key}.lock"
         with writing(path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = _hold(path)
+            fd = hold(path)
         try:
             yield
         finally:
-            _drop(path, fd)
+            drop(path, fd)
 
     # ----------------------------------------------------------------- runs
 
@@ -364,74 +366,3 @@ def _fsync_dir(path: Path) -> None:
 
 def _owner_lock(tmp: Path) -> Path:
     return tmp.with_name(tmp.name + ".lock")
-
-
-def _hold(path: Path) -> int:
-    """Block until this process holds the lock file ``path``; return its descriptor.
-
-    Lock files are deleted on release, so after locking we check that ``path`` is still the
-    file we locked (not one deleted meanwhile); if not, we lock the new one.
-    """
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if _still_there(path, fd):
-            return fd
-        os.close(fd)
-
-
-def _try_hold(path: Path) -> int | None:
-    """The lock file ``path`` held without waiting, or None if someone holds it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)  # flock needs no write access: works on read-only disks
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    if not _still_there(path, fd):
-        os.close(fd)
-        return None
-    return fd
-
-
-def _still_there(path: Path, fd: int) -> bool:
-    try:
-        return os.stat(path).st_ino == os.fstat(fd).st_ino
-    except FileNotFoundError:
-        return False
-
-
-def _unheld(path: Path) -> bool:
-    fd = _try_hold(path)
-    if fd is None:
-        return False
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
-    return True
-
-
-def _drop(path: Path, fd: int) -> None:
-    """Delete a lock file this process holds, then release it."""
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-    os.close(fd)
-
-
-FAULT_ENV = "SRLM_HARNESS_FAULT"
-_fault_hits: dict[str, int] = {}
-
-
-def fault_point(name: str) -> None:
-    """Die here by SIGKILL when ``SRLM_HARNESS_FAULT`` is ``name`` (or ``name:N``: the N-th
-    time this process gets here). Fault-injection tests crash at the worst moments with it:
-    a checkpoint half saved, a finished build not yet renamed, a sample log half copied."""
-    wanted = os.environ.get(FAULT_ENV)
-    if not wanted or wanted.split(":")[0] != name:
-        return
-    _fault_hits[name] = _fault_hits.get(name, 0) + 1
-    nth = wanted.partition(":")[2]
-    if _fault_hits[name] == (int(nth) if nth else 1):
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,7 +1,7 @@
 """Faults: kill -9 at the worst moments, two processes on one store, a full disk.
 
 Each trial runs the real CLI in a subprocess on a tiny model, kills it at a point named by
-``SRLM_HARNESS_FAULT`` (see ``srlm_harness.store.fault_point``), runs it again, and checks
+``SRLM_HARNESS_FAULT`` (see ``srlm_harness.faults.fault_point``), runs it again, and checks
 that nothing half-written was ever committed and that the re-run gives the same results as
 a run that was never interrupted.
 """
@@ -84,9 +84,9 @@ def test_a_lock_is_exclusive_across_processes(tmp_path: Path) -> None:
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    from srlm_harness.store import _try_hold
+    from srlm_harness.locks import try_hold
 
-    assert _try_hold(tmp_path / "locks" / "k.lock") is None
+    assert try_hold(tmp_path / "locks" / "k.lock") is None
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     with Store(tmp_path).lock("k"):  # released by the kernel when its holder died
