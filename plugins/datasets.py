@@ -52,15 +52,26 @@ def file_sha256(path: Path) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, one per non-blank line; anything else (bad
+    bytes, bad JSON, a line that is not an object) is a UserError naming file:line."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"not UTF-8 text (byte {exc.start} of the line)",
+                                f"{path}:{number}") from None
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UserError(f"invalid JSON ({exc.msg})", f"{path}:{number}") from None
+            if not isinstance(row, dict):
+                raise UserError(f"a line is a JSON object, got {type(row).__name__}",
+                                f"{path}:{number}", 'write one {"prompt": ..., ...} per line')
+            rows.append(row)
     return rows
 
 
@@ -334,6 +345,11 @@ STANDARD_FIELDS = ("prompt", "messages", "answer", "solution", "verifier")
 
 def _file_path(opts: FileOptions, split: str) -> Path:
     path = Path(opts.path.replace("{split}", split)).expanduser()
+    if path.is_dir():
+        raise UserError(
+            f"dataset path {path} is a folder, not a file", "dataset file: path",
+            "point path at a .jsonl or .parquet file",
+        )
     if not path.is_file():
         raise UserError(
             f"dataset file {path} does not exist", "dataset file: path", "check the path and split"
@@ -349,9 +365,15 @@ def _file_path(opts: FileOptions, split: str) -> Path:
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     if path.suffix == ".jsonl":
         return read_jsonl(path)
+    import pyarrow
     import pyarrow.parquet as pq
 
-    return pq.read_table(path).to_pylist()
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (pyarrow.ArrowException, OSError) as exc:
+        first = " ".join(str(exc).split())[:160]
+        raise UserError(f"cannot read parquet file ({first})", str(path)) from None
+    return rows
 
 
 def _column_mapping(opts: FileOptions, present: set[str]) -> tuple[dict[str, str], dict[str, str]]:

@@ -226,6 +226,7 @@ def reward_logger(ctx: StageContext) -> Any:
 
 def preflight(ctx: StageContext) -> None:
     config: GrpoConfig = ctx.config  # type: ignore[assignment]
+    training.check_model_files(Path(ctx.input_model))
     functions = reward_functions(ctx, config)
     spec = dataset_spec(config.dataset)
     check_columns(functions, ctx.load_dataset(spec), spec["name"])

@@ -96,11 +96,14 @@ def check_tokenizers(student_dir: Path, teacher_dir: Path, teacher: str) -> None
     """Logit distillation compares distributions token by token: the vocabularies must agree."""
     from transformers import AutoConfig, AutoTokenizer
 
-    s_tok, t_tok = AutoTokenizer.from_pretrained(str(student_dir)), AutoTokenizer.from_pretrained(
-        str(teacher_dir)
-    )
-    s_size = AutoConfig.from_pretrained(str(student_dir)).get_text_config().vocab_size
-    t_size = AutoConfig.from_pretrained(str(teacher_dir)).get_text_config().vocab_size
+    from srlm_harness import remote_code
+
+    trust = remote_code.allowed()  # explicit, so a custom model never prompts on a terminal
+    s_tok = AutoTokenizer.from_pretrained(str(student_dir), trust_remote_code=trust)
+    t_tok = AutoTokenizer.from_pretrained(str(teacher_dir), trust_remote_code=trust)
+    s_size = AutoConfig.from_pretrained(str(student_dir), trust_remote_code=trust)
+    t_size = AutoConfig.from_pretrained(str(teacher_dir), trust_remote_code=trust)
+    s_size, t_size = s_size.get_text_config().vocab_size, t_size.get_text_config().vocab_size
     if s_size != t_size or s_tok.get_vocab() != t_tok.get_vocab():
         raise UserError(
             f"teacher {teacher!r} and the student use different tokenizers "
@@ -363,6 +366,7 @@ def run(ctx: StageContext) -> StageResult:
 
 def preflight(ctx: StageContext) -> None:
     config: KdConfig = ctx.config  # type: ignore[assignment]
+    training.check_model_files(Path(ctx.input_model))
     training.check_lora_targets(Path(ctx.input_model), config.lora, "kd.lora")
     if config.mode == "logits":
         teacher = config.teacher or ""

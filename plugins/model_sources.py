@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import time
 from collections import Counter
 from pathlib import Path
@@ -184,8 +185,14 @@ def _gguf_file(ref: str) -> Path | None:
     if not ref.lower().endswith(".gguf"):
         return None
     path = Path(ref).expanduser()
+    if path.is_dir():
+        raise UserError("a .gguf path is a folder, not a GGUF file", ref, "check the path")
     if not path.is_file():
         raise UserError("GGUF file not found", ref, "check the path")
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) < 24 or head[:4] != b"GGUF":
+        raise UserError("not a GGUF file (no GGUF header)", ref, "check the file is complete")
     return path.resolve()
 
 
@@ -208,9 +215,12 @@ def convert_gguf(gguf: Path, target: Path) -> None:
 
     folder, name = str(gguf.parent), str(gguf)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    except (ValueError, KeyError) as exc:  # transformers' words for "unsupported GGUF"
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=torch.float32, trust_remote_code=False
+        )
+    # transformers' words for "unsupported GGUF"; struct/EOF/index errors: a truncated file.
+    except (ValueError, KeyError, IndexError, EOFError, OSError, struct.error) as exc:
         raise UserError(
             f"transformers cannot read this GGUF ({' '.join(str(exc).split())[:200]})",
             str(gguf), "check it is a complete GGUF of an architecture transformers supports",

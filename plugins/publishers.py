@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
-from srlm_harness.api import Publisher, UserError
+from srlm_harness.api import Publisher
 from srlm_harness.hookspecs import hookimpl
-
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+from srlm_harness.names import check_name
+from srlm_harness.store import writing
 
 #: Hub dataset ids of well-known lm-eval tasks, for the Hub's benchmark links.
 HF_DATASETS = {
@@ -33,11 +32,12 @@ HF_DATASETS = {
 
 def _write_atomic(path: Path, text: str) -> None:
     # A reader (or a crash) never sees half a file: write aside, then rename over.
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -48,10 +48,7 @@ def _write_atomic(path: Path, text: str) -> None:
 def publish_to_folder(entry: dict[str, Any], target: str) -> str:
     """Write ``<target>/entries/<entry id>.json``. Entry ids are unique (timestamp, model,
     random suffix), so concurrent publishers never touch the same file."""
-    entry_id = entry.get("id")
-    if not isinstance(entry_id, str) or not _SAFE_ID.match(entry_id) or ".." in entry_id:
-        raise UserError(f"unsafe entry id {entry_id!r}", target,
-                        "ids use letters, digits, '.', '_' and '-' only")
+    entry_id = check_name(entry.get("id"), "entry id", target)
     path = Path(target) / "entries" / f"{entry_id}.json"
     _write_atomic(path, json.dumps(entry, indent=1, ensure_ascii=False) + "\n")
     return str(path)
@@ -125,6 +122,7 @@ def publish_to_hf(entry: dict[str, Any], target: str) -> str:
         _write_atomic(path, dump(model_index(entry)))
         return str(path)
     for name, results in eval_results(entry).items():
+        check_name(name, "task name", "entry final.scores")
         _write_atomic(path / ".eval_results" / name, dump(results))
     return str(path / ".eval_results")
 

@@ -144,6 +144,7 @@ def train_records(ctx: StageContext, records: list[dict[str, Any]]) -> StageResu
 
 def preflight(ctx: StageContext) -> None:
     config: SftConfig = ctx.config  # type: ignore[assignment]
+    training.check_model_files(Path(ctx.input_model))
     training.check_lora_targets(Path(ctx.input_model), config.lora, "sft.lora")
 
 

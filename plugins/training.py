@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -28,13 +29,16 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from srlm_harness import tracking
+from srlm_harness import remote_code, tracking
 from srlm_harness.api import StageContext, UserError
+from srlm_harness.faults import FAULT_ENV, fault_point
 from srlm_harness.hardware import Hardware, apply_hardware
+from srlm_harness.store import safetensors_problem
 
 #: Version of the stages built on these helpers (sft, kd, grpo), part of their cache keys.
-#: 2: trainable weights stay fp32 under bf16/fp16 (autocast); 1 trained bf16 weights.
-STAGE_VERSION = "2"
+#: 3: data order seeded by (seed, epoch), so resumes are bit-for-bit; 2: fp32 master weights
+#: under bf16/fp16 (autocast); 1 trained bf16 weights.
+STAGE_VERSION = "3"
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
@@ -52,7 +56,8 @@ class LoraOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    r: int = Field(16, gt=0, description="adapter rank")
+    # Bounds keep a typo (r: 1000000000) from allocating hundreds of gigabytes.
+    r: int = Field(16, gt=0, le=4096, description="adapter rank")
     alpha: int = Field(32, gt=0, description="scaling numerator (lora_alpha)")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
     target_modules: list[str] | None = Field(
@@ -194,7 +199,9 @@ class TrainingOptions(TrlOptions):
         "is the global batch per optimizer step, the same on any number of processes"
     )
     gradient_accumulation: int = Field(1, gt=0, description="forward passes per optimizer step")
-    max_length: int = Field(1024, gt=0, description="truncate sequences to this many tokens")
+    max_length: int = Field(
+        1024, gt=0, le=1 << 20, description="truncate sequences to this many tokens"
+    )
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of steps for lr warmup")
     scheduler: str = Field("linear", description="lr scheduler (linear, cosine, constant, ...)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
@@ -328,17 +335,46 @@ def options_settings(options: TrainingOptions) -> dict[str, Any]:
     return settings
 
 
-def latest_checkpoint(checkpoint_dir: Path) -> str | None:
-    """The newest ``checkpoint-N`` folder in ``checkpoint_dir`` that finished saving."""
+def latest_checkpoint(checkpoint_dir: Path, log: Any = None) -> str | None:
+    """The newest ``checkpoint-N`` folder in ``checkpoint_dir`` that finished saving.
+
+    A checkpoint whose ``trainer_state.json`` is missing, empty or unreadable, or that has no
+    weights (a crash or a full disk during its save), is skipped for the previous one, and
+    ``log`` is told so.
+    """
     if not checkpoint_dir.is_dir():
         return None
     found = []
     for path in checkpoint_dir.iterdir():
         match = re.fullmatch(r"checkpoint-(\d+)", path.name)
-        # trainer_state.json is written last: without it the save was interrupted.
-        if match and (path / "trainer_state.json").is_file():
+        if match and path.is_dir():
             found.append((int(match.group(1)), path))
-    return str(max(found)[1]) if found else None
+    for _, path in sorted(found, reverse=True):
+        problem = _checkpoint_problem(path)
+        if problem is None:
+            return str(path)
+        if log is not None:
+            log(f"checkpoint {path} is incomplete ({problem}); using the one before it")
+    if found and log is not None:
+        log(f"no complete checkpoint in {checkpoint_dir}; training starts over")
+    return None
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from, or None when it can."""
+    # trainer_state.json is written last (and in place, without fsync): it must parse.
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no trainer_state.json"
+    except (OSError, ValueError) as exc:
+        return f"trainer_state.json unreadable: {type(exc).__name__}"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return "trainer_state.json has no global_step"
+    weights = ("model*.safetensors", "adapter_model*.safetensors", "pytorch_model*.bin")
+    if not any(any(path.glob(pattern)) for pattern in weights):
+        return "no model weights"
+    return None
 
 
 def progress_callback(ctx: StageContext, description: str) -> TrainerCallback:
@@ -364,21 +400,101 @@ def progress_callback(ctx: StageContext, description: str) -> TrainerCallback:
 
 
 def train(trainer: Any, ctx: StageContext) -> dict[str, Any]:
-    """Run ``trainer.train()``, resuming from the latest checkpoint in ``ctx.checkpoint_dir``,
-    and return metrics from its log history."""
+    """Run ``trainer.train()``, resuming from the latest complete checkpoint in
+    ``ctx.checkpoint_dir``, and return metrics from its log history.
+
+    A resumed run is bit-for-bit the run that was never interrupted: the data order of
+    every epoch is drawn from (seed, epoch) alone, and the running loss (the part not yet
+    logged, and the sum behind ``train_loss``) is saved with each checkpoint and restored.
+    """
     from transformers import PrinterCallback
 
     # Losses reach the user through ctx.log (progress_callback), not as raw dicts on stdout.
     trainer.remove_callback(PrinterCallback)
-    resume = latest_checkpoint(Path(ctx.checkpoint_dir))
+    _seed_sampler_by_epoch(trainer, ctx.seed)
+    trainer.add_callback(_running_loss_callback(trainer))
+    if os.environ.get(FAULT_ENV):  # fault-injection tests: die with a checkpoint half saved
+        save_rest = trainer._save_optimizer_and_scheduler
+
+        def save_with_fault(*args: Any, **kwargs: Any) -> Any:
+            fault_point("checkpoint-save")  # the weights are written, the state is not
+            return save_rest(*args, **kwargs)
+
+        trainer._save_optimizer_and_scheduler = save_with_fault
+    resume = latest_checkpoint(Path(ctx.checkpoint_dir), ctx.log)
     if resume:
         ctx.log(f"resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
     metrics = training_metrics(trainer.state.log_history)
     metrics["steps"] = trainer.state.global_step
+    if trainer.state.global_step:
+        # The trainer's own train_loss covers only the steps after a resume.
+        metrics["train_loss"] = trainer._total_loss_scalar / trainer.state.global_step
     if resume:
         metrics["resumed_from_step"] = int(resume.rsplit("-", 1)[1])
     return metrics
+
+
+#: Key under ``trainer_state.json``'s ``stateful_callbacks`` that holds the running loss.
+_LOSS_STATE = "srlm_running_loss"
+
+
+def _running_loss_callback(trainer: Any) -> TrainerCallback:
+    """Save the trainer's running loss into each checkpoint's state, restore it on resume."""
+    from transformers import TrainerCallback
+
+    class _RunningLoss(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            saved = state.stateful_callbacks.pop(_LOSS_STATE, None)
+            if saved:  # resuming: the state was read from the checkpoint
+                trainer._total_loss_scalar = float(saved["total"])
+                trainer._tr_loss += float(saved["pending"])
+                trainer._globalstep_last_logged = int(saved["last_logged"])
+
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            if control.should_save:  # decided by now; the save follows this step's logging
+                pending = float(trainer._tr_loss.item())
+                total, logged = trainer._total_loss_scalar, trainer._globalstep_last_logged
+                if control.should_log:  # the log drains the pending loss into the total
+                    total, pending, logged = total + pending, 0.0, state.global_step
+                state.stateful_callbacks[_LOSS_STATE] = {
+                    "total": total, "pending": pending, "last_logged": logged
+                }
+
+    return _RunningLoss()
+
+
+def _seed_sampler_by_epoch(trainer: Any, seed: int) -> None:
+    """Make the training sampler's order a function of (seed, epoch), so that a resume in
+    the middle of an epoch replays that epoch's order instead of drawing a new one."""
+    original = trainer._get_train_sampler
+
+    def sampler(*args: Any, **kwargs: Any) -> Any:
+        inner = original(*args, **kwargs)
+        return _EpochSeeded(inner, seed) if hasattr(inner, "generator") else inner
+
+    trainer._get_train_sampler = sampler
+
+
+class _EpochSeeded:
+    """A sampler wrapper that reseeds the wrapped sampler's generator at each epoch."""
+
+    def __init__(self, inner: Any, seed: int) -> None:
+        self.inner, self.seed, self.epoch = inner, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self) -> Any:
+        import torch
+
+        generator = torch.Generator()
+        generator.manual_seed(self.seed * 1_000_003 + self.epoch)
+        self.inner.generator = generator
+        return iter(self.inner)
 
 
 def training_metrics(log_history: list[dict[str, Any]], curve_points: int = 50) -> dict[str, Any]:
@@ -420,10 +536,13 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    remote_code.check_model(path)
+    check_model_files(Path(path))
+    trust = remote_code.allowed()  # explicit: never a prompt on a terminal
     frozen = not trainable or (lora and hardware.device == "cuda")
     dtype = hardware.torch_dtype() if frozen else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=trust)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if hardware.device != "cpu":
@@ -469,6 +588,25 @@ def lora_config(options: LoraOptions, model: Any, where: str = "lora") -> Any:
     )
 
 
+def check_model_files(model_dir: Path) -> None:
+    """Fail fast, naming the file, on a model directory a crash or a bad copy damaged: its
+    config.json and tokenizer.json must parse, each safetensors file must be complete."""
+    model_dir = Path(model_dir)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        path = model_dir / name
+        if path.is_file():
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise UserError(f"damaged {name} ({type(exc).__name__})", str(path),
+                                "re-save or re-download the model") from None
+    for path in sorted(model_dir.glob("*.safetensors")):
+        problem = safetensors_problem(path)
+        if problem:
+            raise UserError(f"damaged weights file ({problem})", str(path),
+                            "re-save or re-download the model")
+
+
 def check_lora_targets(model_dir: Path, lora: LoraOptions | None, where: str = "lora") -> None:
     """Fail fast on LoRA target modules the model lacks, building it on the meta device
     (no weights are read or allocated)."""
@@ -477,9 +615,11 @@ def check_lora_targets(model_dir: Path, lora: LoraOptions | None, where: str = "
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(str(model_dir))
+    remote_code.check_model(model_dir)
+    trust = remote_code.allowed()
+    config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust)
     lora_config(lora, model, where)
 
 

@@ -246,11 +246,11 @@ def build_plan(
 
 def _is_study(spec: str) -> bool:
     """A study spec names ``models`` and ``pipelines`` or a ``grid`` instead of one pipeline."""
-    import yaml
+    from srlm_harness.spec import load_yaml
 
     try:
-        raw = yaml.safe_load(Path(spec).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        raw, _ = load_yaml(Path(spec))  # guarded against alias bombs, unlike yaml.safe_load
+    except UserError:
         return False  # the pipeline loader reports it properly
     return isinstance(raw, dict) and ("pipelines" in raw or "grid" in raw or "models" in raw)
 
@@ -286,6 +286,8 @@ def run(
     from srlm_harness import views
 
     names = trackers(report_to)
+    if run_id is not None:
+        state.session.store.check_new_run_id(run_id)
     plan = build_plan(state, **flags)
     if dry_run:
         check_plan(state, plan)
@@ -414,6 +416,8 @@ def eval_command(
     **launch: Any,
 ) -> None:
     """Evaluate MODEL (Hub id, directory or .gguf) on TASKS."""
+    if run_id is not None:
+        state.session.store.check_new_run_id(run_id)
     plan = build_plan(state, None, model, (), tasks, limit, overrides, **launch)
     state.execute(plan, run_id)
 
@@ -527,6 +531,7 @@ def _attach_builtin_groups() -> None:
         ("srlm_harness.study_record", "study_stats"),
         ("srlm_harness.scaffold", "new_plugin"),
         ("srlm_harness.recipes_cli", "recipes"),
+        ("srlm_harness.store_cli", "store"),
     ):
         try:
             cli.add_command(getattr(importlib.import_module(module), name))

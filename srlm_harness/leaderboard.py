@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, cast
 
 from srlm_harness.api import UserError
+from srlm_harness.faults import fault_point
 from srlm_harness.leaderboard_schema import (  # noqa: F401 - re-exported
     _NAME,
     _SAMPLES_PATH,
@@ -44,6 +45,8 @@ from srlm_harness.leaderboard_schema import (  # noqa: F401 - re-exported
     load_entry,
     validate_entry,
 )
+from srlm_harness.names import check_name
+from srlm_harness.store import writing
 
 # --------------------------------------------------------------------------- building
 
@@ -206,6 +209,7 @@ def _build_checked(
             for k, v in (manifest.get("hardware") or {}).items()
             if v is None or isinstance(v, (str, int, float, bool))
         },
+        "trust_remote_code": bool(manifest.get("trust_remote_code")),
     }
     return validate_entry(entry, where), sources
 
@@ -235,13 +239,12 @@ def board_path(board: str, root: str | Path | None = None) -> Path:
     prefix = base.name + "/"
     if board.startswith(prefix):
         name = board[len(prefix) :]
-    if not _NAME.match(name) or ".." in name:
-        raise UserError(
-            f"invalid board name {board!r}",
-            "board",
-            "use letters, digits, '.', '_' and '-'; no '/' or '..'",
-        )
-    return base / name
+    check_name(name, "board name", "board")
+    path = base / name
+    if path.exists() and not path.is_dir():
+        raise UserError(f"board {board!r} is a file, not a folder", str(path),
+                        "move that file away or pick another board name")
+    return path
 
 
 @contextmanager
@@ -307,17 +310,26 @@ def recompute_score(path: Path, metric: str) -> tuple[float, int]:
     return (sum(values) / len(values) if values else math.nan), len(values)
 
 
+#: Problems that only say a score cannot be checked (``--allow-unverified`` accepts them).
+UNVERIFIABLE = "unverifiable:"
+
+
 def verify_entry(data: dict[str, Any], board_dir: Path, where: str) -> list[str]:
-    """Check each score against its per-sample log where present: the log's sha256 and the
-    score recomputed from it. One problem line each."""
+    """Check every score against its per-sample log: the log must exist, match its sha256,
+    and give the score when recomputed. One problem line each; a score with no log to check
+    it against gives a line containing ``UNVERIFIABLE``."""
     problems = []
     for label in ("final", "base"):
         for i, score in enumerate((data.get(label) or {}).get("scores", [])):
             samples = score.get("samples")
-            path = board_dir / samples["path"] if samples else None
-            if path is None or not path.is_file():
-                continue
             at = f"{where}: {label}.scores[{i}] ({score['task']})"
+            if not samples:
+                problems.append(f"{at}: {UNVERIFIABLE} the score has no sample log (samples: null)")
+                continue
+            path = board_dir / samples["path"]
+            if not path.is_file():
+                problems.append(f"{at}: {UNVERIFIABLE} sample log {samples['path']} is missing")
+                continue
             try:
                 if _sha256(path) != samples["sha256"]:
                     problems.append(
@@ -326,7 +338,7 @@ def verify_entry(data: dict[str, Any], board_dir: Path, where: str) -> list[str]
                     )
                     continue
                 value, n = recompute_score(path, score["metric"])
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, EOFError) as exc:
                 problems.append(f"{at}: cannot read sample log {samples['path']}: {exc}")
                 continue
             if n != score["n"]:
@@ -337,6 +349,11 @@ def verify_entry(data: dict[str, Any], board_dir: Path, where: str) -> list[str]
                     "recomputed from the sample log"
                 )
     return problems
+
+
+def is_unverifiable(problem: str) -> bool:
+    """Whether a problem line only says that a score has no sample log to check it with."""
+    return f": {UNVERIFIABLE} " in problem
 
 
 def validate_board(board_dir: Path) -> list[str]:
@@ -372,6 +389,7 @@ def _copy_samples(board_dir: Path, sources: dict[str, Path]) -> None:
         with _open_log(source) as src, open(tmp, "wb") as raw:
             with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
                 shutil.copyfileobj(src, out)
+        fault_point("sample-log-copy")
         os.replace(tmp, final)
 
 
@@ -428,14 +446,17 @@ def publish_run(
         return Published(chosen.publish(build_entry(manifest, store=store), target))
     board_dir = board_path(target, root)  # checked before any work
     entry, sources = _build(manifest, "run manifest", store)
-    with board_lock(board_dir):  # so two publishers of one result cannot both write it
+    with writing(board_dir), board_lock(board_dir):  # one publisher of a result writes it
         existing = published_copy(board_dir, entry)
         if existing is None:
             _copy_samples(board_dir, sources)
+            fault_point("publish-samples-copied")
             location = chosen.publish(entry, str(board_dir))
     from srlm_harness.board_render import render_board
 
-    render_board(board_dir)  # also when nothing was written: repairs an interrupted render
+    fault_point("publish-before-render")
+    with writing(board_dir):
+        render_board(board_dir)  # also when nothing was written: repairs an interrupted render
     if existing is not None:
         return Published(str(existing), new=False)
     return Published(location)

@@ -6,17 +6,17 @@ Documented in ``docs/leaderboard.md``; building and publishing live in ``leaderb
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from srlm_harness.api import UserError
+from srlm_harness.names import MAX_LENGTH, SAFE_NAME
 
 SCHEMA = "srlm-harness/entry@1"
 RUN_SCHEMA = "srlm-harness/run@1"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_NAME = SAFE_NAME
 _SAMPLES_PATH = r"^samples/[0-9a-f]{64}\.jsonl\.gz$"
 _SHA256 = r"^[0-9a-f]{64}$"
 #: Scores recomputed from a sample log may differ from the recorded value by rounding only.
@@ -65,7 +65,8 @@ class Samples(_Strict):
 
 
 class Score(_Strict):
-    task: str
+    # Exports name files after the task, so it must be a safe file name.
+    task: str = Field(pattern=SAFE_NAME.pattern, max_length=MAX_LENGTH)
     metric: str
     value: float
     stderr: float | None
@@ -99,7 +100,7 @@ class Environment(_Strict):
 
 class Entry(_Strict):
     schema_: Literal["srlm-harness/entry@1"] = Field(alias="schema")
-    id: str = Field(pattern=_NAME.pattern)
+    id: str = Field(pattern=_NAME.pattern, max_length=MAX_LENGTH)
     run_id: str
     created: str
     started: str | None
@@ -111,6 +112,8 @@ class Entry(_Strict):
     base: Evaluation | None
     environment: Environment
     hardware: dict[str, str | int | float | bool | None]
+    #: The run let model directories execute their own code (absent in older entries).
+    trust_remote_code: bool = False
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:

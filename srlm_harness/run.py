@@ -8,6 +8,7 @@ under their keys; running the same plan again finds them and skips the work.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import time
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from srlm_harness import library_errors, tracking
+from srlm_harness import library_errors, remote_code, tracking
 from srlm_harness.api import (
     EvalRequest,
     EvalResult,
@@ -73,8 +74,13 @@ def load_records(registry: Any, value: Any) -> list[dict[str, Any]]:
     spec = dataset_spec(value)
     source = registry.datasets.get(spec["name"], where="dataset")
     options = {k: v for k, v in spec.items() if k not in ("name", "split", "limit")}
-    records = source.load(options, spec["split"])
     limit = spec.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UserError(
+            f"a dataset limit is a whole number >= 1, got {limit!r}",
+            f"dataset {spec['name']}: limit",
+        )
+    records = source.load(options, spec["split"])
     return list(records[:limit] if limit else records)
 
 
@@ -132,6 +138,7 @@ class Runner:
         self.store = session.store
         self.hook = session.plugins.hook
         self.model_dirs: dict[str, Path] = {}
+        self.datasets: dict[str, list[dict[str, Any]]] = {}
         self.manifest: dict[str, Any] = {}
         self.run_dir: Path | None = None
         self.info: RunInfo | None = None
@@ -173,7 +180,11 @@ class Runner:
         return self.model_dirs[key]
 
     def load_dataset(self, value: Any) -> list[dict[str, Any]]:
-        return load_records(self.session.registry, value)
+        spec = dataset_spec(value)
+        memo = json.dumps(spec, sort_keys=True, default=str)
+        if memo not in self.datasets:  # read once: by the preflight, then by the stage
+            self.datasets[memo] = load_records(self.session.registry, spec)
+        return [dict(r) for r in self.datasets[memo]]
 
     def stage_context(self, step: StageStep, input_model: Path, output_dir: Path) -> StageContext:
         work = self.store.work_dir(step.key)
@@ -204,8 +215,8 @@ class Runner:
     def execute(self, run_id: str | None = None) -> dict[str, Any]:
         pipeline = self.plan.pipeline
         run_id = run_id or new_run_id()
+        self.store.check_new_run_id(run_id)
         self.store.clean_tmp()
-        self.run_dir = self.store.new_run_dir(run_id)
         self.manifest = {
             "schema": RUN_SCHEMA,
             "run_id": run_id,
@@ -226,15 +237,23 @@ class Runner:
             "launch": self.launcher.describe(),
             "started": now(),
             "finished": None,
+            "trust_remote_code": pipeline.trust_remote_code,
         }
+        with remote_code.allow(pipeline.trust_remote_code):
+            self.preflight()  # before the run record: bad input leaves no trace in the store
+        self.run_dir = self.store.new_run_dir(run_id)
+        owner = self.store.own_run(self.run_dir)  # `runs list` tells a dead run by it
         self._save()
         if hasattr(self.launcher, "run_dir"):
             self.launcher.run_dir = self.run_dir  # per-rank logs go under the run folder
+        if pipeline.trust_remote_code:
+            self.reporter.info(
+                "trust_remote_code: true — model directories may run their own Python code"
+            )
         self.info = RunInfo(run_id, self.run_dir, pipeline, self.plan)
         status = "failed"
         try:
-            with sigterm_as_interrupt():
-                self.preflight()
+            with sigterm_as_interrupt(), remote_code.allow(pipeline.trust_remote_code):
                 self.hook.srlm_pipeline_start(run=self.info)
                 for step in self.plan.steps:
                     if isinstance(step, StageStep):
@@ -253,16 +272,26 @@ class Runner:
             self.manifest["status"] = status
             self.manifest["finished"] = now()
             self._save()
+            self.store.release_run(owner)
             self.hook.srlm_pipeline_end(run=self.info, status=status, summary=self.manifest)
         return self.manifest
 
     def preflight(self) -> None:
         """Let every stage check its inputs before anything trains (bad reward names, LoRA
         targets, tokenizer mismatches...). Stages whose input is not built yet are checked
-        against the base model, which has the same tokenizer and architecture."""
+        against the base model, which has the same tokenizer and architecture. The base
+        model is resolved (a GGUF converted) and the datasets of stages to run are read here
+        too, so that a bad model or data file is reported before the run record exists."""
+        if any(not s.cached for s in self.plan.steps):
+            self.model_dir(self.plan.model.key)
+        for step in self.plan.stages:
+            if not step.cached and step.spec.type.references is not None:
+                for ref in step.spec.type.references(step.spec.config):
+                    if ref.kind == "dataset" and ref.value is not None:
+                        if not self.load_dataset(ref.value):
+                            raise UserError(f"dataset {dataset_spec(ref.value)['name']} has "
+                                            "no records", f"stage {step.label}")
         pending = [s for s in self.plan.stages if not s.cached and s.spec.type.preflight]
-        if not pending:
-            return
         for step in pending:
             input_key = step.input_key
             built = input_key == self.plan.model.key or self.store.manifest("stages", input_key)
@@ -352,6 +381,7 @@ class Runner:
             self.reporter.step_start(step, cached is not None)
             if cached is None:
                 model = self.model_dir(step.model_key)
+                remote_code.check_model(model)
                 tmp = self.store.begin("evals")
                 request = EvalRequest(
                     model,

@@ -27,26 +27,84 @@ Where = dict[tuple[Any, ...], str]
 # --------------------------------------------------------------------------- YAML with lines
 
 
+#: A spec expands to at most this many YAML nodes once aliases are followed (an "alias
+#: bomb" of a few hundred bytes would otherwise expand to gigabytes).
+MAX_NODES = 100_000
+
+
 def load_yaml(path: Path) -> tuple[Any, Where]:
-    """Parse a YAML file; return the data and a map from key path to ``file:line``."""
+    """Parse a YAML file; return the data and a map from key path to ``file:line``.
+
+    Rejected with file:line: malformed YAML, duplicate keys, aliases that refer to
+    themselves or expand beyond ``MAX_NODES`` nodes, nesting too deep to follow.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError("spec file not found", str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"spec file is not UTF-8 text (byte {exc.start})", str(path)) from None
     except OSError as exc:
         raise UserError(f"cannot read spec file ({exc.strerror})", str(path)) from None
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is not None:
+            _check_nodes(node, str(path))
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"malformed YAML: {problem}", f"{path}{line}") from None
+    except RecursionError:
+        raise UserError("the YAML is nested too deeply", str(path)) from None
+    finally:
+        loader.dispose()
     where: Where = {(): f"{path}:1"}
     if node is not None:
         _walk(node, (), where, str(path))
     return data, where
+
+
+def _check_nodes(root: yaml.Node, file: str) -> None:
+    """Reject duplicate keys, self-referencing anchors and alias bombs before anything is
+    built from the YAML: the size of every node is counted once (aliases share nodes)."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        at = f"{file}:{node.start_mark.line + 1}"
+        if id(node) in active:
+            raise UserError("a YAML anchor refers to itself (an alias inside its own anchor)", at)
+        active.add(id(node))
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    line = key.start_mark.line + 1
+                    if key.value in seen:
+                        raise UserError(
+                            f"duplicate key '{key.value}' (first at line {seen[key.value]})",
+                            f"{file}:{line}",
+                        )
+                    seen[key.value] = line
+                total += size(key) + size(value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        active.discard(id(node))
+        if total > MAX_NODES:
+            raise UserError(
+                f"the YAML expands to over {MAX_NODES} values (aliases of aliases?)", at,
+                "write the spec without nested anchors and aliases",
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root)
 
 
 def _walk(node: yaml.Node, path: tuple[Any, ...], where: Where, file: str) -> None:
@@ -113,6 +171,9 @@ class SpecModel(BaseModel):
     stages: list[dict[str, Any]] = Field(default_factory=list)
     publish: str | dict[str, Any] | None = None
     launch: dict[str, Any] | None = None
+    trust_remote_code: bool = Field(
+        False, description="let model directories run their own Python (auto_map); off by default"
+    )
 
 
 @dataclass
@@ -139,6 +200,7 @@ class Pipeline:
     source: str
     raw: dict[str, Any] = field(default_factory=dict)
     launch: LaunchSettings = field(default_factory=LaunchSettings)
+    trust_remote_code: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved spec (defaults filled in): what the manifest records."""
@@ -152,6 +214,8 @@ class Pipeline:
             "stages": [{s.name: s.config.model_dump(mode="json")} for s in self.stages],
             "evaluate": self.evaluate.model_dump(mode="json") if self.evaluate else None,
             "publish": self.publish,
+            # Only when set, so that specs without it keep their hash.
+            **({"trust_remote_code": True} if self.trust_remote_code else {}),
         }
 
     def spec_hash(self) -> str:
@@ -335,6 +399,19 @@ def validate(raw: Any, where: Where, registry: Registry, source: str) -> Pipelin
         tasks = resolve_tasks(spec.evaluate.tasks, registry, eval_loc)
         if not tasks:
             raise UserError("'evaluate' names no tasks", eval_loc, "add tasks: [gsm8k, ...]")
+        model_args = spec.evaluate.options.get("model_args")
+        if isinstance(model_args, dict) and model_args.get("trust_remote_code") \
+                and not spec.trust_remote_code:
+            path = ("evaluate", "options", "model_args", "trust_remote_code")
+            raise UserError(
+                "evaluate.options.model_args.trust_remote_code runs the model's own Python; "
+                "remote code is off unless the spec opts in at the top level",
+                locate(where, path, eval_loc),
+                "set 'trust_remote_code: true' at the top of the spec (see docs/guarantees.md)",
+            )
+    if not stages and spec.evaluate is None:
+        raise UserError("the pipeline has no stages and no evaluation: nothing to do", top,
+                        "add 'stages: [...]' or 'evaluate: {tasks: [...]}'")
     name = spec.name or "-".join([Path(spec.model).name.lower()] + [s.name for s in stages])
     return Pipeline(
         name=name,
@@ -352,6 +429,7 @@ def validate(raw: Any, where: Where, registry: Registry, source: str) -> Pipelin
             locate(where, ("launch",), top),
             Path(source).resolve().parent if Path(source).is_file() else None,
         ),
+        trust_remote_code=spec.trust_remote_code,
     )
 
 

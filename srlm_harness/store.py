@@ -7,8 +7,9 @@ Layout under the root (default ``./runs``, or ``--store`` / ``SRLM_HARNESS_STORE
     work/<key>/         survives interruptions: trainer checkpoints, cached intermediates
     models/             model sources' caches (converted GGUF files, ...)
     runs/<run_id>/      one run: manifest.json (spec, steps, versions, hardware, timings)
-    tmp/                outputs being written; never read as results
-    locks/              one lock file per key while it is being built
+    tmp/                outputs being written (each owned by a lock, tmp/<name>.lock, held
+                        by the building process); never read as results
+    locks/              one lock file per key while it is being built (removed after)
 
 An entry is complete exactly when its folder exists under ``stages/`` or ``evals/``: it is
 written under ``tmp/`` and renamed into place (atomic on one filesystem) only after its
@@ -19,6 +20,7 @@ for a finished one, whatever kills the process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -30,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from srlm_harness.api import UserError
+from srlm_harness.faults import fault_point
+from srlm_harness.locks import drop, hold, try_hold, unheld
+from srlm_harness.names import check_name
 
 MANIFEST = "manifest.json"
 KINDS = ("stages", "evals")
@@ -39,20 +44,39 @@ def default_root() -> Path:
     return Path(os.environ.get("SRLM_HARNESS_STORE") or "runs")
 
 
+#: Errors that mean "this disk will not take the write": the user's to fix, not a bug.
+_DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn a full, read-only or forbidden disk into a one-line UserError naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        raise UserError(
+            f"cannot write ({exc.strerror})", str(path),
+            "free some space, or point --store / the board root at a writable folder",
+        ) from None
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -73,6 +97,7 @@ def read_json(path: Path, what: str) -> Any:
 class Store:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_root()
+        self._owned: dict[Path, int] = {}  # temporary folders this process builds -> lock fd
 
     # ----------------------------------------------------------------- finished entries
 
@@ -94,9 +119,17 @@ class Store:
         return data
 
     def begin(self, kind: str) -> Path:
-        """A fresh temporary folder for an entry being built."""
+        """A fresh temporary folder for an entry being built, owned by this process.
+
+        Ownership is a ``flock`` on ``tmp/<name>.lock`` held until :meth:`commit` or
+        :meth:`discard`: the kernel drops it when the owner dies, and it is seen by every
+        process sharing the store, whatever PID namespace (container) it runs in.
+        """
         tmp = self.root / "tmp" / f"{kind}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir(parents=True)
+        with writing(tmp):
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            self._owned[tmp] = hold(_owner_lock(tmp))  # first, so the folder is never unowned
+            tmp.mkdir()
         return tmp
 
     def commit(self, kind: str, key: str, tmp: Path, manifest: dict[str, Any]) -> Path:
@@ -106,34 +139,97 @@ class Store:
         _fsync_tree(tmp)
         final = self.path(kind, key)
         final.parent.mkdir(parents=True, exist_ok=True)
+        fault_point("commit")
         if final.exists():  # built concurrently by someone else: theirs is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
+            self.discard(tmp)
             return final
         os.replace(tmp, final)
+        _fsync_dir(final.parent)
+        self._release(tmp)
         return final
 
     def discard(self, tmp: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
+        self._release(tmp)
 
-    def clean_tmp(self) -> None:
-        """Remove leftovers of builds whose process died (their names carry the pid)."""
+    def _release(self, tmp: Path) -> None:
+        fd = self._owned.pop(tmp, None)
+        if fd is not None:
+            drop(_owner_lock(tmp), fd)
+
+    def stale_tmp(self) -> list[Path]:
+        """Temporary folders (and lock files) whose owner is gone: nobody holds their lock."""
         tmp_root = self.root / "tmp"
         if not tmp_root.is_dir():
-            return
-        for child in tmp_root.iterdir():
-            parts = child.name.split("-")
-            pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
-            if pid is not None and not _alive(pid):
-                shutil.rmtree(child, ignore_errors=True)
+            return []
+        stale = []
+        for child in sorted(tmp_root.iterdir()):
+            if child.name.endswith(".lock"):
+                if not child.with_name(child.name[: -len(".lock")]).exists() and unheld(child):
+                    stale.append(child)
+            elif child.is_dir() and _owner_lock(child).is_file() and unheld(_owner_lock(child)):
+                stale.append(child)
+        return stale
+
+    def clean_tmp(self) -> list[Path]:
+        """Remove leftovers of builds whose owner died; return what was removed.
+
+        Folders whose owner still holds its lock are left alone, even when the owner is a
+        process in another container sharing the store.
+        """
+        removed = []
+        for path in self.stale_tmp():
+            lock = path if path.name.endswith(".lock") else _owner_lock(path)
+            fd = try_hold(lock)
+            if fd is None:  # its owner (or another cleaner) holds it right now
+                continue
+            if path != lock:
+                shutil.rmtree(path, ignore_errors=True)
+            drop(lock, fd)
+            removed.append(path)
+        return removed
+
+    def stale_locks(self) -> list[Path]:
+        """Lock files nobody holds (left by a process killed between lock and unlink)."""
+        locks = self.root / "locks"
+        return [p for p in sorted(locks.glob("*.lock")) if unheld(p)] if locks.is_dir() else []
+
+    def clean_locks(self) -> list[Path]:
+        """Remove the lock files nobody holds; return them."""
+        removed = []
+        for lock in self.stale_locks():
+            fd = try_hold(lock)
+            if fd is not None:
+                drop(lock, fd)
+                removed.append(lock)
+        return removed
+
+    def dead_runs(self) -> list[Path]:
+        """Run folders whose manifest says ``running`` but whose process is gone."""
+        dead = []
+        for run_id in self.run_ids():
+            folder = self.root / "runs" / run_id
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                status = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["status"]
+                if status == "running" and not self.run_is_live(folder):
+                    dead.append(folder)
+        return dead
+
+    def mark_interrupted(self, run_dir: Path) -> None:
+        """Record a dead run as ``interrupted`` in its manifest."""
+        manifest = read_json(run_dir / MANIFEST, "run manifest")
+        atomic_write_json(run_dir / MANIFEST, _live_status(manifest, run_dir))
 
     def work_dir(self, key: str) -> Path:
         path = self.root / "work" / key
-        path.mkdir(parents=True, exist_ok=True)
+        with writing(path):
+            path.mkdir(parents=True, exist_ok=True)
         return path
 
     def models_dir(self) -> Path:
         path = self.root / "models"
-        path.mkdir(parents=True, exist_ok=True)
+        with writing(path):
+            path.mkdir(parents=True, exist_ok=True)
         return path
 
     # ----------------------------------------------------------------- locks
@@ -143,22 +239,40 @@ class Store:
         """Hold an exclusive lock on ``key`` (two runs never build the same thing at once).
 
         The lock is a ``flock`` on a file, so the kernel releases it when its holder dies,
-        even by ``kill -9``.
+        even by ``kill -9``; the file is removed on release, so locks do not pile up.
         """
-        locks = self.root / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / f"{key}.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        path = self.root / "locks" / f"{key}.lock"
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = hold(path)
+        try:
+            yield
+        finally:
+            drop(path, fd)
 
     # ----------------------------------------------------------------- runs
 
+    def check_new_run_id(self, run_id: str) -> None:
+        """A UserError unless ``run_id`` is a safe name no run in this store has yet."""
+        check_name(run_id, "run id", "--run-id")
+        for folder in (self.root, self.root / "runs"):
+            if folder.exists() and not folder.is_dir():
+                raise UserError(f"store folder {folder} is a file, not a folder", str(folder),
+                                "move it away, or point --store elsewhere")
+        if (self.root / "runs" / run_id).exists():
+            raise UserError(f"run id {run_id!r} is already used in store {self.root}",
+                            "--run-id", "pick another id, or leave --run-id out")
+
     def new_run_dir(self, run_id: str) -> Path:
+        self.check_new_run_id(run_id)
         path = self.root / "runs" / run_id
-        path.mkdir(parents=True, exist_ok=False)
+        try:
+            with writing(path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.mkdir()
+        except FileExistsError:  # taken between the check and now
+            self.check_new_run_id(run_id)
+            raise
         return path
 
     def run_ids(self) -> list[str]:
@@ -167,18 +281,69 @@ class Store:
             return []
         return sorted(p.name for p in runs.iterdir() if (p / MANIFEST).is_file())
 
+    def own_run(self, run_dir: Path) -> int:
+        """Mark ``run_dir`` as owned by this process while it runs (a ``flock`` on the
+        folder, dropped by the kernel when the process dies); returns what to release."""
+        fd = os.open(run_dir, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+
+    @staticmethod
+    def release_run(fd: int) -> None:
+        os.close(fd)
+
+    @staticmethod
+    def run_is_live(run_dir: Path) -> bool:
+        """Whether the process running ``run_dir`` still holds it (in any container)."""
+        try:
+            fd = os.open(run_dir, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
     def run_manifest(self, run: str) -> dict[str, Any]:
-        """A run's manifest by id, id prefix, or run directory path."""
+        """A run's manifest by id, id prefix, or run directory path. A run recorded as
+        ``running`` whose process is gone (killed, power lost) reads as ``interrupted``."""
         candidate = Path(run)
         if (candidate / MANIFEST).is_file():
-            return dict(read_json(candidate / MANIFEST, "run manifest"))
+            return _live_status(dict(read_json(candidate / MANIFEST, "run manifest")), candidate)
         ids = self.run_ids()
         matches = [r for r in ids if r == run] or [r for r in ids if r.startswith(run)]
         if len(matches) != 1:
             hint = "see `srlm-harness runs list`"
             why = "is ambiguous" if matches else "not found"
             raise UserError(f"run '{run}' {why} in store {self.root}", None, hint)
-        return dict(read_json(self.root / "runs" / matches[0] / MANIFEST, "run manifest"))
+        folder = self.root / "runs" / matches[0]
+        return _live_status(dict(read_json(folder / MANIFEST, "run manifest")), folder)
+
+
+def _live_status(manifest: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    if manifest.get("status") == "running" and not Store.run_is_live(run_dir):
+        manifest["status"] = "interrupted"
+        manifest.setdefault("error", "its process ended without finishing (killed?)")
+    return manifest
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file is not complete (header unreadable, data cut short), or None."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size < 100 << 20:
+                return f"implausible header size {size}"
+            header = json.loads(f.read(size))
+        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+        need = 8 + size + max(ends, default=0)
+        actual = path.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        return f"unreadable header: {type(exc).__name__}"
+    return f"{actual} bytes, the header promises {need}" if actual < need else None
 
 
 def _fsync_tree(root: Path) -> None:
@@ -189,13 +354,15 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(f.fileno())
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _owner_lock(tmp: Path) -> Path:
+    return tmp.with_name(tmp.name + ".lock")

@@ -266,7 +266,7 @@ def test_folder_publisher_rejects_unsafe_entry_ids(store: Path, tmp_path: Path) 
 
     entry = build_entry(make_run(store, "r1", 0.5))
     for bad in ("../../evil", "/tmp/evil", "a/b", ".hidden"):
-        with pytest.raises(UserError, match="unsafe entry id"):
+        with pytest.raises(UserError, match="invalid entry id"):
             publish_to_folder({**entry, "id": bad}, str(tmp_path / "board"))
     assert not list(tmp_path.rglob("*evil*"))
 
@@ -393,3 +393,21 @@ def test_hf_publisher_writes_eval_results_folder(store: Path, tmp_path: Path, ha
                            "--target", str(tmp_path / "card.yaml"))
     assert code == 0, err
     assert "model-index" in yaml.safe_load((tmp_path / "card.yaml").read_text())
+
+
+@pytest.mark.parametrize("tamper", ["delete the log", "samples: null"])
+def test_a_score_without_its_sample_log_fails_validation(
+    store: Path, boards: Path, harness, tamper: str  # type: ignore[no-untyped-def]
+) -> None:
+    board, path, entry = _published(store, boards)
+    score = entry["final"]["scores"][0]
+    score["value"] = 0.99
+    if tamper == "delete the log":
+        (board / score["samples"]["path"]).unlink()
+    else:
+        score["samples"] = None
+    path.write_text(json.dumps(entry))
+    code, out, _ = harness("leaderboard", "validate", "gsm8k")
+    assert code == 1 and "final.scores[0] (gsm8k): unverifiable:" in out
+    code, out, _ = harness("leaderboard", "validate", "--allow-unverified", "gsm8k")
+    assert code == 0 and "unverifiable:" in out and "1 unverified scores accepted" in out

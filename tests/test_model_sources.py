@@ -222,9 +222,22 @@ def test_missing_or_damaged_gguf_is_a_user_error(
         identify(sources, str(tmp_path / "nope.gguf"))
     damaged = tmp_path / "damaged.gguf"
     damaged.write_bytes(b"not a gguf" * 100)
-    with pytest.raises(UserError, match="cannot read this GGUF") as error:
+    with pytest.raises(UserError, match="not a GGUF file") as error:
         resolve(sources, str(damaged), tmp_path / "cache")
     assert str(damaged) in str(error.value)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_a_truncated_gguf_is_a_user_error(
+    sources: list[ModelSource], tmp_path: Path, tiny_llama: Path
+) -> None:
+    whole = write_gguf(tiny_llama, tmp_path / "whole.gguf").read_bytes()
+    for cut in (30, len(whole) // 2):
+        truncated = tmp_path / f"cut{cut}.gguf"
+        truncated.write_bytes(whole[:cut])
+        with pytest.raises(UserError, match="cannot read this GGUF") as error:
+            resolve(sources, str(truncated), tmp_path / "cache")
+        assert str(truncated) in str(error.value)
     assert not any((tmp_path / "cache").iterdir())  # nothing half-written
 
 

@@ -52,6 +52,10 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if options.get("backend", "hf") not in ("hf", "vllm"):
         raise UserError(f"unknown backend {options['backend']!r}", "evaluate.options.backend",
                         "use hf or vllm")
+    shots = options.get("num_fewshot")
+    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 0):
+        raise UserError(f"num_fewshot is a whole number >= 0, got {shots!r}",
+                        "evaluate.options.num_fewshot")
     gen_kwargs = dict(options.get("gen_kwargs") or {})
     if "max_gen_toks" in options:
         gen_kwargs["max_gen_toks"] = int(options.pop("max_gen_toks"))
