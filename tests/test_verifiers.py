@@ -10,14 +10,22 @@ from srlm_harness.api import UserError
 from srlm_harness_plugins.verifiers import Verdict, extract, verify
 
 
+@pytest.fixture
+def rewards_accuracy():  # type: ignore[no-untyped-def]
+    """The built-in ``accuracy`` reward, as an RL stage calls it."""
+    from srlm_harness_plugins.rewards import accuracy
+
+    return accuracy
+
+
 @pytest.mark.parametrize(
     ("response", "gold", "extracted", "correct"),
     [
         ("She makes 9 * 2 = $18 every day.\n#### 18", "... = 18\n#### 18", "18", True),
         ("The total is $1,200.", "#### 1200", "$1,200.", True),
-        ("So the answer is 70,000.00", "70000", "70,000.00", True),
-        ("First 3 + 4 = 7, then 7 * 2 = 14.", "#### 14", "14.", True),  # as lm-eval reads it
-        ("#### 5\nbut really 6", "5", "5", True),  # '#### N' wins over the last number
+        ("So the answer is 70,000.00", "70000", "70,000.00", False),  # as lm-eval: not 70000
+        ("First 3 + 4 = 7, then 7 * 2 = 14.", "#### 14", "14.", True),
+        ("#### 5\nbut really 6", "5", "6", False),  # the last number, as flexible-extract
         ("I think it is -3.", "-3", "-3.", True),
         ("The answer is 17.", "#### 18", "17.", False),
         ("I don't know.", "18", None, False),
@@ -26,6 +34,87 @@ from srlm_harness_plugins.verifiers import Verdict, extract, verify
 def test_gsm8k_reads_the_final_number(response, gold, extracted, correct) -> None:
     assert verify("gsm8k", response, gold) == Verdict(extracted, correct, float(correct))
     assert extract("gsm8k", response) == extracted
+
+
+#: Responses where strict-match, flexible-extract and a numeric reading disagree.
+TRICKY_GSM8K = [
+    ("#### 18\nso twice that is 36", "18"),
+    ("She earns $18.00 a day.", "18"),
+    ("She earns $18 a day.", "18"),
+    ("The answer is 18.", "18"),
+    ("The answer is 18.0", "18"),
+    ("It costs 1,000 dollars", "1000"),
+    ("It costs 1.000 dollars", "1000"),
+    ("#### 1,000", "1000"),
+    ("#### -7", "-7"),
+    ("It fell by -7 degrees.", "-7"),
+    ("It fell by 7 degrees.", "-7"),
+    ("The answer is 3/4", "0.75"),
+    ("0.75", ".75"),
+    ("So 5 + 13 = 18 apples in 2 baskets", "18"),
+    ("18 apples", "... 9 * 2 = 18\n#### 18"),
+    ("Answer: 18..", "18"),
+    ("Answer: 18...", "18"),
+    ("$", "18"),
+    ("", "18"),
+    ("1e3", "1000"),
+    ("#### 18\n#### 19", "19"),
+    ("The answer is eighteen", "18"),
+    ("12,34", "1234"),
+]
+
+
+def lm_eval_gsm8k_verdicts(response: str, gold: str) -> dict[str, tuple[str, bool]]:
+    """What lm-eval's own gsm8k filters and exact_match (configured from the installed
+    gsm8k.yaml) make of ``response``: filter name -> (filtered answer, correct)."""
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+    from lm_eval.filters.extraction import RegexFilter
+
+    from srlm_harness_plugins.lm_eval.gsm8k_task import builtin_config
+
+    config = builtin_config()
+    [metric] = config["metric_list"]
+    options = {k: metric[k] for k in ("ignore_case", "ignore_punctuation", "regexes_to_ignore")}
+    verdicts = {}
+    for filters in config["filter_list"]:
+        regex, take_first = filters["filter"]
+        assert take_first == {"function": "take_first"}
+        chosen = RegexFilter(regex["regex_pattern"], regex.get("group_select", 0))
+        [[answer]] = chosen.apply([[response]], [{}])
+        score = exact_match_hf_evaluate([answer], [gold], **options)["exact_match"]
+        verdicts[filters["name"]] = (answer, bool(score))
+    return verdicts
+
+
+def test_gsm8k_patterns_are_the_installed_lm_evals() -> None:
+    from srlm_harness_plugins.lm_eval.gsm8k_task import builtin_config
+    from srlm_harness_plugins.verifiers import gsm8k
+
+    config = builtin_config()
+    patterns = {f["name"]: f["filter"][0]["regex_pattern"] for f in config["filter_list"]}
+    assert patterns == {"strict-match": gsm8k.STRICT, "flexible-extract": gsm8k.FLEXIBLE}
+    assert tuple(config["metric_list"][0]["regexes_to_ignore"]) == gsm8k.IGNORED
+
+
+@pytest.mark.parametrize(("response", "gold"), TRICKY_GSM8K)
+def test_gsm8k_reward_and_score_read_tricky_responses_alike(rewards_accuracy, response,
+                                                             gold) -> None:
+    """The reported gsm8k score is lm-eval's flexible-extract exact_match; the verifier (and so
+    the accuracy reward) gives the same verdict and answer on every response."""
+    lm_eval = lm_eval_gsm8k_verdicts(response, gold)
+    answer, correct = lm_eval["flexible-extract"]
+    verdict = verify("gsm8k", response, gold)
+    assert verdict.correct is correct
+    assert verdict.extracted == (None if answer == "[invalid]" else answer)
+    assert rewards_accuracy(None, [response], answer=[gold]) == [float(correct)]
+
+
+def test_tricky_gsm8k_set_separates_strict_flexible_and_numeric_readings() -> None:
+    verdicts = [lm_eval_gsm8k_verdicts(r, g) for r, g in TRICKY_GSM8K]
+    numeric = [verify("gsm8k", r, g).correct for r, g in TRICKY_GSM8K]
+    strict_only = sum(v["strict-match"][1] and not v["flexible-extract"][1] for v in verdicts)
+    flexible_only = sum(v["flexible-extract"][1] and not v["strict-match"][1] for v in verdicts)
+    assert strict_only >= 1 and flexible_only >= 1 and any(numeric) and not all(numeric)
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,9 @@ means the same thing in training and in scoring.
 
 Families:
 
-- ``gsm8k``: the final number, as lm-eval's ``gsm8k`` extracts it (``#### N`` first, else
-  the last number); compared numerically, ignoring commas, ``$`` and a trailing ``.0``.
+- ``gsm8k``: lm-eval's gsm8k ``flexible-extract`` reading (the last number) and its
+  ``exact_match`` comparison (commas, ``$`` and one trailing ``.`` ignored), so the reward
+  is 1 exactly when the reported gsm8k score counts the response correct.
 - ``math``: the ``\\boxed{}`` (or final) answer, compared with math-verify.
 - ``reasoning_gym``: the ``<answer>...</answer>`` content (else the last non-empty line),
   scored by the reasoning-gym generator's own ``score_answer``; ``info`` carries the entry's
