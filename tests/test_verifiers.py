@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -133,6 +134,98 @@ def test_math_compares_answers_with_math_verify(response, gold, correct) -> None
     verdict = verify("math", response, gold)
     assert verdict.correct is correct
     assert (verdict.extracted is not None) or not correct
+
+
+CORPUS = Path(__file__).parent / "corpus" / "math_pairs.jsonl"
+
+
+def math_verify_reference(prediction: str, gold: str) -> bool:
+    """math-verify as its documentation calls it for a MATH answer: the gold in ``$...$``,
+    default extraction, default (signal) timeouts."""
+    from math_verify import parse
+    from math_verify import verify as equivalent
+
+    return bool(equivalent(parse(f"${gold}$"), parse(prediction)))
+
+
+@pytest.mark.parametrize(
+    ("response", "gold", "correct"),
+    [
+        ("The final answer is $\\boxed{18.90}$.", "\\$18.90", True),
+        ("so the answer is \\boxed{\\$18.90}.", "\\$18.90", True),
+        ("The total is $\\$42$.", "\\$42", True),
+        ("\\boxed{1000}", "\\$1,\\!000", True),
+        ("\\boxed{\\$19}", "\\$18.90", False),
+    ],
+)
+def test_math_reads_escaped_dollar_answers(response, gold, correct) -> None:
+    assert verify("math", response, gold).correct is correct
+    assert math_verify_reference(response, gold) is correct
+
+
+def test_math_agrees_with_math_verify_on_the_corpus() -> None:
+    pairs = [json.loads(line) for line in CORPUS.read_text().splitlines()]
+    assert len(pairs) >= 100
+    verdicts: dict[str, set[bool]] = {}
+    disagreements = []
+    for pair in pairs:
+        expected = math_verify_reference(pair["prediction"], pair["gold"])
+        if verify("math", pair["prediction"], pair["gold"]).correct is not expected:
+            disagreements.append(pair)
+        verdicts.setdefault(pair["category"], set()).add(expected)
+    assert disagreements == []
+    # Every kind of answer is in the corpus with both right and wrong predictions.
+    assert set(verdicts) >= {"dollar", "units", "text", "interval", "set", "matrix",
+                             "multiple", "nested", "nobox"}
+    assert all(seen == {True, False} for seen in verdicts.values())
+
+
+def test_math_verdict_does_not_depend_on_how_slow_the_machine_is(monkeypatch) -> None:
+    """math-verify's own 5 s signal timeout judged a slow comparison wrong; ours waits, so a
+    comparison slowed past that gives the verdict an unhurried one gives."""
+    import time
+
+    import math_verify.grader
+
+    answer, gold = "\\boxed{(3, \\frac{\\pi}{2})}", "\\left( 3, \\frac{\\pi}{2} \\right)"
+    unhurried = verify("math", f"So {answer}", gold)
+    compare = math_verify.grader.sympy_expr_eq
+
+    def slow_compare(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(5.5)
+        return compare(*args, **kwargs)
+
+    monkeypatch.setattr(math_verify.grader, "sympy_expr_eq", slow_compare)
+    # Another response (not a cached verdict) with the same answer.
+    slowed = verify("math", f"Hence {answer}", gold)
+    assert unhurried.correct and slowed.correct
+    assert slowed.extracted == unhurried.extracted
+
+
+def test_math_verdicts_are_shared_by_reward_and_score() -> None:
+    from srlm_harness_plugins.lm_eval.task_functions import math_results
+    from srlm_harness_plugins.rewards import accuracy
+    from srlm_harness_plugins.verifiers.math_equiv import verdict
+
+    verdict.cache_clear()
+    response = "so $x = \\boxed{\\frac{7}{2}}$"
+    assert accuracy(None, [response], answer=["3.5"], verifier=["math"]) == [1.0]
+    assert math_results({"answer": "3.5"}, [response]) == {"acc": 1.0}
+    assert verdict.cache_info().hits == 1 and verdict.cache_info().misses == 1
+
+
+@pytest.mark.parametrize(
+    ("response", "gold", "correct"),
+    [
+        ("\\boxed{9^{9^{9}}}", "5", False),  # 370 million digits: never evaluated
+        ("\\boxed{(10^{10})!}", "5", False),
+        ("\\boxed{9^{9^{9}}}", "9^{9^{9}}", True),  # compared as written
+        ("\\boxed{2^{100}}", "1267650600228229401496703205376", True),  # small: evaluated
+        ("\\boxed{10!}", "3628800", True),
+    ],
+)
+def test_math_bounds_the_work_without_a_clock(response, gold, correct) -> None:
+    assert verify("math", response, gold).correct is correct
 
 
 def test_reasoning_gym_scores_with_the_generators_own_scorer() -> None:
