@@ -96,7 +96,7 @@ def publish(
     store: str | None,
 ) -> None:
     """Publish run RUN (an id, id prefix or run directory) as a leaderboard entry."""
-    from srlm_harness.leaderboard import publish_run
+    from srlm_harness.leaderboard import publish_run, spec_boards_root
 
     registry = _registry(ctx)
     registry.publishers.get(publisher, "--publisher")
@@ -112,8 +112,12 @@ def publish(
     elif not target:
         raise UserError(f"publisher {publisher!r} needs --target", "--target")
     store = store or getattr(ctx.find_root().obj, "store_root", None)
+    root = _root(ctx)
+    if root is None and board is None and publisher == "folder":
+        # The spec's own 'publish:' board: relative to the spec's project, as `run` does.
+        root = spec_boards_root(manifest.get("spec_path"))
     published = publish_run(
-        manifest, target, publisher, root=_root(ctx), registry=registry, store=store
+        manifest, target, publisher, root=root, registry=registry, store=store
     )
     if published.new:
         click.echo(f"published {manifest.get('run_id')} -> {published.location}")

@@ -139,6 +139,15 @@ def test_gsm8k_and_chat_variant_end_to_end(answer_model, gsm8k_dir, tmp_path, mo
     assert prov["gsm8k"]["n_shot"] == 5 and prov["gsm8k"]["version"] == 3.0
     assert prov["gsm8k"]["chat_template"] is None
     assert prov["gsm8k_cot_chat"]["chat_template"]
+    # The documents came from the local files, recorded with their checksums (lm-eval's own
+    # config still names the Hub dataset it would have used).
+    test_sha = hashlib.sha256((gsm8k_dir / "test.jsonl").read_bytes()).hexdigest()
+    for task in ("gsm8k", "gsm8k_cot_chat"):
+        assert prov[task]["data"]["local"]["test"] == str(gsm8k_dir / "test.jsonl")
+        assert prov[task]["data"]["sha256"]["test"] == test_sha
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["data_sources"]["gsm8k"] == prov["gsm8k"]["data"]
+    assert results["configs"]["gsm8k"]["dataset_path"] == "openai/gsm8k"
 
 
 def lm_evals_own_gsm8k(gsm8k_dir: Path):  # type: ignore[no-untyped-def]

@@ -278,10 +278,22 @@ def data_sources(tasks: list[Task], loaded: dict[str, Any]) -> dict[str, dict[st
             continue
         config = task_obj.config
         kwargs = config.dataset_kwargs or {}
-        # An unpinned Hub dataset is recorded as such: its contents may change upstream.
-        sources[name] = {"hub": config.dataset_path, "config": config.dataset_name,
-                         "revision": kwargs.get("revision"),
-                         "data_files": kwargs.get("data_files")}
+        if "rg_task" in kwargs:
+            # Generated from a seed into a jsonl cache: that file is the data.
+            path = task_data.reasoning_gym_path(kwargs["rg_task"], int(kwargs["seed"]),
+                                                int(kwargs["size"]), kwargs.get("config"))
+            sources[name] = {"reasoning_gym": {k: kwargs.get(k) for k in
+                                               ("rg_task", "seed", "size", "config")},
+                             "local": {"test": str(path)},
+                             "sha256": {"test": task_data.file_sha256(path)}}
+        elif config.custom_dataset is not None:
+            loader = config.custom_dataset
+            sources[name] = {"custom_dataset": f"{loader.__module__}.{loader.__qualname__}"}
+        else:
+            # An unpinned Hub dataset is recorded as such: its contents may change upstream.
+            sources[name] = {"hub": config.dataset_path, "config": config.dataset_name,
+                             "revision": kwargs.get("revision"),
+                             "data_files": kwargs.get("data_files")}
     return sources
 
 
