@@ -262,23 +262,21 @@ def evaluate(request: EvalRequest) -> EvalResult:
                          time.time() - started)
 
 
-def data_sources(tasks: list[Task], loaded: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Where each task's documents came from: local files with their sha256 (our tasks with
-    a data directory), else the Hub dataset and revision its config names."""
+def data_sources(loaded: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Where each task's documents came from: local files with their sha256 (our loaders,
+    and reasoning-gym's generated files), else the Hub dataset and revision it names."""
     from srlm_harness_plugins.lm_eval import task_data
-    from srlm_harness_plugins.lm_eval.task_index import TASKS_DIR, data_source
 
-    ours = {t.name for t in tasks
-            if t.include_path is not None and Path(t.include_path).resolve() == TASKS_DIR}
     sources = {}
     for name, task_obj in loaded.items():
-        source = data_source(name) if name in ours else None
-        if source:
-            sources[name] = task_data.describe(source)
-            continue
         config = task_obj.config
         kwargs = config.dataset_kwargs or {}
-        if "rg_task" in kwargs:
+        loader = config.custom_dataset
+        loader_name = getattr(loader, "__name__", None)
+        if getattr(loader, "__module__", None) == task_data.__name__ and (
+                loader_name in task_data.SOURCES):
+            sources[name] = task_data.describe(loader_name)
+        elif "rg_task" in kwargs:
             # Generated from a seed into a jsonl cache: that file is the data.
             path = task_data.reasoning_gym_path(kwargs["rg_task"], int(kwargs["seed"]),
                                                 int(kwargs["size"]), kwargs.get("config"))
@@ -286,9 +284,8 @@ def data_sources(tasks: list[Task], loaded: dict[str, Any]) -> dict[str, dict[st
                                                ("rg_task", "seed", "size", "config")},
                              "local": {"test": str(path)},
                              "sha256": {"test": task_data.file_sha256(path)}}
-        elif config.custom_dataset is not None:
-            loader = config.custom_dataset
-            sources[name] = {"custom_dataset": f"{loader.__module__}.{loader.__qualname__}"}
+        elif loader is not None:
+            sources[name] = {"custom_dataset": f"{loader.__module__}.{loader_name}"}
         else:
             # An unpinned Hub dataset is recorded as such: its contents may change upstream.
             sources[name] = {"hub": config.dataset_path, "config": config.dataset_name,
@@ -304,7 +301,7 @@ def write_outputs(request: EvalRequest, results: dict, samples: dict,
     out = Path(request.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     # lm-eval's configs name the Hub dataset even when our loader read local files.
-    sources = data_sources(request.tasks, loaded)
+    sources = data_sources(loaded)
     results["data_sources"] = sources
     records.write_json(out / "results.json", results)
     files: dict[str, Any] = {"results": "results.json", "samples": {}}
