@@ -307,6 +307,9 @@ def test_missing_or_corrupt_model_directory(answer_model, rg_cache, tmp_path):
     assert "\n" not in str(error.value)
     with pytest.raises(UserError, match="unknown lm-eval option 'beam'"):
         evaluate(request(answer_model, ["rg_chain_sum"], tmp_path / "o4", beam=2))
+    with pytest.raises(UserError, match="fewshot_seed must be an integer, got 'soon'") as error:
+        evaluate(request(answer_model, ["rg_chain_sum"], tmp_path / "o5", fewshot_seed="soon"))
+    assert "evaluate.options.fewshot_seed" in str(error.value) and "\n" not in str(error.value)
 
 
 def test_plugin_registers_cheaply():

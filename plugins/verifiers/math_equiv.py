@@ -13,9 +13,10 @@ Verdicts are cached per (response, gold), so the reward and the score reuse one 
 
 from __future__ import annotations
 
+import logging
 import math
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from srlm_harness_plugins.verifiers import Verdict
@@ -72,9 +73,23 @@ def too_big(parsed: list[Any]) -> bool:
     return any(digits(item) > MAX_DIGITS for item in parsed)
 
 
+class _TimeoutNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Timeout is disabled" not in record.getMessage()
+
+
+@cache
+def _quiet_timeout_notice() -> None:
+    # math-verify warns once that nothing bounds the work without its timeout; here the
+    # digit bound does, so the warning would only mislead users reading the logs.
+    for name in ("math_verify.parser", "math_verify.grader"):
+        logging.getLogger(name).addFilter(_TimeoutNotice())
+
+
 def _parse(text: str) -> list[Any]:
     from math_verify import parse
 
+    _quiet_timeout_notice()
     # No wall-clock timeout: see the module docstring.
     return parse(text, parsing_timeout=None)
 
