@@ -1,8 +1,10 @@
 """Harness evaluation vs. the ``lm_eval`` CLI: wall time and per-sample identity.
 
-Runs the same model, task, limit, seed and generation length twice, each in a fresh
+Runs the same model, task, limit and generation length twice, each in a fresh
 process: once through the harness's lm-eval evaluator, once through ``lm_eval run`` with
-our task folder as ``--include_path`` (so both read the same local data). Runs alternate
+our task folder as ``--include_path`` (so both read the same local data) and the CLI's
+default seeds, which are the harness's defaults too (benchmarks/fidelity.py compares
+the two with all of the CLI's defaults, batch size included). Runs alternate
 and repeat because the CPUs are shared; prints the median wall-time and CPU-time ratios
 (harness / CLI; target <= 1.0) and checks that every document got the same prompt,
 response and correctness in both.
@@ -64,7 +66,7 @@ def run_harness(args: argparse.Namespace) -> None:
     task = Task(args.task, include_path=TASKS_DIR if args.task in TASKS else None)
     evaluate(EvalRequest(
         model_dir=Path(args.model), tasks=[task], output_dir=Path(args.harness_out),
-        limit=args.limit, seed=args.seed, hardware=detect({"dtype": "float32"}),
+        limit=args.limit, seed=0, hardware=detect({"dtype": "float32"}),
         options={"batch_size": args.batch_size, "max_gen_toks": args.max_gen_toks},
         log=lambda message: None,
     ))
@@ -115,7 +117,6 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=10)
     parser.add_argument("--max-gen-toks", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs per side, alternating; medians are compared (shared CPUs)")
     parser.add_argument("--harness-out", help=argparse.SUPPRESS)
@@ -130,12 +131,12 @@ def main() -> None:
                "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         harness = [sys.executable, __file__, "--model", args.model, "--task", args.task,
                    "--limit", str(args.limit), "--max-gen-toks", str(args.max_gen_toks),
-                   "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+                   "--batch-size", str(args.batch_size),
                    "--harness-out", str(work / "harness")]
         cli = [str(Path(sys.executable).parent / "lm_eval"), "run", "--model", "hf",
                "--model_args", f"pretrained={args.model},dtype=float32",
                "--tasks", args.task, "--include_path", str(TASKS_DIR), "--device", "cpu",
-               "--limit", str(args.limit), "--seed", str(args.seed),
+               "--limit", str(args.limit),
                "--batch_size", str(args.batch_size),
                "--gen_kwargs", f"max_gen_toks={args.max_gen_toks}",
                "--output_path", str(work / "cli"), "--log_samples"]

@@ -98,6 +98,8 @@ def _evaluation(
                 "generation": info.get("generation"),
                 "prompt_hash": info.get("prompt_hash"),
                 "samples": samples,
+                "data": info.get("data"),
+                "settings": info.get("settings"),
             }
         )
     limit = prov.get("limit")
@@ -229,6 +231,27 @@ def build_entry(
 def boards_root(root: str | Path | None = None) -> Path:
     """``--root``, else ``SRLM_HARNESS_LEADERBOARDS``, else ``./leaderboards``."""
     return Path(root or os.environ.get("SRLM_HARNESS_LEADERBOARDS") or "leaderboards")
+
+
+#: Files or folders that mark a project's root folder (where ``leaderboards/`` lives).
+PROJECT_MARKERS = ("leaderboards", "pyproject.toml", ".git")
+
+
+def spec_boards_root(spec_file: str | Path | None) -> Path | None:
+    """The boards root a spec's ``publish:`` target is relative to: ``leaderboards/`` in the
+    spec's project (the nearest folder at or above the spec file that holds ``leaderboards``,
+    ``pyproject.toml`` or ``.git``, else the spec's own folder), so a recipe publishes to the
+    same board from any working directory. ``None`` when ``SRLM_HARNESS_LEADERBOARDS`` is set
+    (it wins) or there is no spec file."""
+    if os.environ.get("SRLM_HARNESS_LEADERBOARDS") or not spec_file:
+        return None
+    path = Path(spec_file).resolve()
+    if not path.is_file():
+        return None
+    for folder in path.parents:
+        if any((folder / marker).exists() for marker in PROJECT_MARKERS):
+            return folder / "leaderboards"
+    return path.parent / "leaderboards"
 
 
 def board_path(board: str, root: str | Path | None = None) -> Path:

@@ -117,7 +117,7 @@ def publish(
     store: str | None,
 ) -> None:
     """Publish run RUN (an id, id prefix or run directory) as a leaderboard entry."""
-    from srlm_harness.leaderboard import publish_run
+    from srlm_harness.leaderboard import publish_run, spec_boards_root
 
     registry = _registry(ctx)
     registry.publishers.get(publisher, "--publisher")
@@ -136,6 +136,9 @@ def publish(
     root = _root(ctx)
     if publisher == "folder":
         target, root = _board_at(ctx, target)
+        if root is None and board is None:
+            # The spec's own 'publish:' board: relative to the spec's project, as `run` does.
+            root = spec_boards_root(manifest.get("spec_path"))
     published = publish_run(manifest, target, publisher, root=root, registry=registry, store=store)
     if published.new:
         click.echo(f"published {manifest.get('run_id')} -> {published.location}")

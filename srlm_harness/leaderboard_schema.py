@@ -77,6 +77,10 @@ class Score(_Strict):
     generation: dict[str, Any] | None
     prompt_hash: str | None
     samples: Samples | None
+    #: Where the documents came from (local files + sha256, or Hub id + revision).
+    data: dict[str, Any] | None = None
+    #: Prompt/run settings the score used (few-shot seed, batch size, chat template, ...).
+    settings: dict[str, Any] | None = None
 
 
 class Evaluation(_Strict):

@@ -224,6 +224,9 @@ class Runner:
             "status": "running",
             "spec": pipeline.as_dict(),
             "spec_source": pipeline.source,
+            # Absolute, so a later `leaderboard publish` finds the spec's project from anywhere.
+            "spec_path": str(Path(pipeline.source).resolve())
+            if Path(pipeline.source).is_file() else None,
             "spec_hash": pipeline.spec_hash(),
             "model": {
                 "ref": self.plan.model.ref,

@@ -175,12 +175,13 @@ def publish_target(publish: Any) -> tuple[str, str]:
 
 
 def publish_from_spec(session: Any, manifest: dict[str, Any], publish: Any) -> None:
-    from srlm_harness.leaderboard import publish_run
+    from srlm_harness.leaderboard import publish_run, spec_boards_root
 
     target, publisher = publish_target(publish)
-    published = publish_run(
-        manifest, target, publisher=publisher, registry=session.registry, store=session.store
-    )
+    # A recipe's board is relative to its project, not to where the command ran.
+    root = spec_boards_root(manifest.get("spec_path") or manifest.get("spec_source"))
+    published = publish_run(manifest, target, publisher=publisher, root=root,
+                            registry=session.registry, store=session.store)
     if published.new:
         console.print(f"  leaderboard entry written: [bold]{esc(str(published.location))}[/]")
     else:

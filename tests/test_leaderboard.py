@@ -29,6 +29,7 @@ from srlm_harness.leaderboard import (
     validate_board,
 )
 
+DATA = {"local": {"test": "/data/gsm8k/test.jsonl"}, "sha256": {"test": "cd" * 32}}
 EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">|**x**'
 
 
@@ -57,7 +58,8 @@ def _eval_step(store: Path, label: str, correct: list[bool], limit: int | None,
                        "limit": limit, "seed": 0,
                        "tasks": {"gsm8k": {"version": 3, "n_shot": 5, "chat_template": None,
                                            "generation": {"do_sample": False},
-                                           "prompt_hash": "ab" * 32, "n": len(correct)}}},
+                                           "prompt_hash": "ab" * 32, "n": len(correct),
+                                           "data": DATA, "settings": {"fewshot_seed": 1234}}}},
         "files": {"results": str(log.parent / "results.json"), "samples": {"gsm8k": str(log)}},
     }
 
@@ -131,6 +133,8 @@ def test_entry_records_model_pipeline_scores_and_provenance(store: Path) -> None
     final, base = entry["final"]["scores"][0], entry["base"]["scores"][0]
     assert (final["value"], base["value"]) == (0.6, 0.25)
     assert (final["n_shot"], final["task_version"], final["prompt_hash"]) == (5, 3, "ab" * 32)
+    # Where the documents came from, with their checksum, and the settings that scored them.
+    assert final["data"] == DATA and final["settings"] == {"fewshot_seed": 1234}
     log = Path(manifest["steps"][-1]["files"]["samples"]["gsm8k"])
     assert final["samples"]["sha256"] == hashlib.sha256(log.read_bytes()).hexdigest()
     assert final["samples"]["path"] == f"samples/{final['samples']['sha256']}.jsonl.gz"

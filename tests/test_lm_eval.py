@@ -139,23 +139,79 @@ def test_gsm8k_and_chat_variant_end_to_end(answer_model, gsm8k_dir, tmp_path, mo
     assert prov["gsm8k"]["n_shot"] == 5 and prov["gsm8k"]["version"] == 3.0
     assert prov["gsm8k"]["chat_template"] is None
     assert prov["gsm8k_cot_chat"]["chat_template"]
+    # The documents came from the local files, recorded with their checksums (lm-eval's own
+    # config still names the Hub dataset it would have used).
+    test_sha = hashlib.sha256((gsm8k_dir / "test.jsonl").read_bytes()).hexdigest()
+    for task in ("gsm8k", "gsm8k_cot_chat"):
+        assert prov[task]["data"]["local"]["test"] == str(gsm8k_dir / "test.jsonl")
+        assert prov[task]["data"]["sha256"]["test"] == test_sha
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["data_sources"]["gsm8k"] == prov["gsm8k"]["data"]
+    assert results["configs"]["gsm8k"]["dataset_path"] == "openai/gsm8k"
+
+
+def lm_evals_own_gsm8k(gsm8k_dir: Path):  # type: ignore[no-untyped-def]
+    """lm-eval's built-in gsm8k task, unchanged except that it reads the local files."""
+    import lm_eval.tasks as builtin
+    from lm_eval.api.task import ConfigurableTask
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    config = load_yaml(Path(builtin.__file__).parent / "gsm8k" / "gsm8k.yaml")
+    config.pop("tag")
+    config.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": {
+        "train": str(gsm8k_dir / "train.jsonl"), "test": str(gsm8k_dir / "test.jsonl")}})
+    return ConfigurableTask(config=config)
+
+
+@pytest.mark.gsm8k
+def test_gsm8k_defaults_reproduce_a_plain_lm_eval_run(gsm8k_dir, tmp_path, monkeypatch):
+    """With no options, the harness's gsm8k gives what lm-eval gives with its own defaults
+    (few-shot seed 1234, batch size 1): the same prompts, generations, filtered answers and
+    metrics, on a random model whose generations depend on every number in the prompt."""
+    from lm_eval import simple_evaluate
+
+    from srlm_harness.testing import make_tiny_model
+
+    # A wide initialisation: greedy generations that vary with the prompt (and with any
+    # numerical difference batching might cause).
+    model = make_tiny_model(tmp_path / "tiny", max_position_embeddings=4096, initializer_range=0.2)
+    monkeypatch.setenv("SRLM_HARNESS_DATA_DIR", str(gsm8k_dir.parent))
+    result = evaluate(request(model, ["gsm8k"], tmp_path / "out", limit=6, max_gen_toks=12))
+    plain = simple_evaluate(model="hf", model_args=f"pretrained={model},dtype=float32",
+                            tasks=[lm_evals_own_gsm8k(gsm8k_dir)], limit=6, device="cpu",
+                            gen_kwargs={"max_gen_toks": 12}, log_samples=True)
+    theirs = plain["samples"]["gsm8k"]
+    ours = read_jsonl(tmp_path / "out" / "samples_gsm8k.jsonl")
+    assert plain["config"]["fewshot_seed"] == 1234 and plain["config"]["batch_size"] is None
+    settings = result.provenance["tasks"]["gsm8k"]["settings"]
+    assert settings["fewshot_seed"] == 1234 and settings["batch_size"] == 8
+    assert len({r["response"] for r in ours}) > 1  # the generations differ between documents
+    for row in ours:
+        both = [s for s in theirs if s["doc_id"] == row["doc_id"]]
+        assert {s["filter"] for s in both} == {"strict-match", "flexible-extract"}
+        for sample in both:
+            assert sample["arguments"][0][0] == row["prompt"]
+            assert sample["resps"][0][0] == row["response"]
+            key = f"exact_match,{sample['filter']}"
+            assert row["metrics"][key] == sample["exact_match"]
+        flexible = next(s for s in both if s["filter"] == "flexible-extract")
+        assert flexible["filtered_resps"][0] == row["extracted"]
+    assert result.scores[0].value == plain["results"]["gsm8k"]["exact_match,flexible-extract"]
+    # A spec may still choose its own draw; it changes the few-shot examples, and is recorded.
+    chosen = evaluate(request(model, ["gsm8k"], tmp_path / "o2", limit=2, max_gen_toks=1,
+                              fewshot_seed=7))
+    assert chosen.provenance["tasks"]["gsm8k"]["settings"]["fewshot_seed"] == 7
+    assert read_jsonl(tmp_path / "o2" / "samples_gsm8k.jsonl")[0]["prompt"] != ours[0]["prompt"]
 
 
 @pytest.mark.gsm8k
 def test_harness_gsm8k_renders_the_same_prompts_as_lm_evals_own(gsm8k_dir, monkeypatch):
     """lm-eval's built-in gsm8k YAML, pointed at the same local files, and our gsm8k build
     identical contexts (few-shot examples included) for the same documents and seed."""
-    import lm_eval.tasks as builtin
-    from lm_eval.api.task import ConfigurableTask
     from lm_eval.tasks import TaskManager
-    from lm_eval.tasks._yaml_loader import load_yaml
 
     monkeypatch.setenv("SRLM_HARNESS_DATA_DIR", str(gsm8k_dir.parent))
-    config = load_yaml(Path(builtin.__file__).parent / "gsm8k" / "gsm8k.yaml")
-    config.pop("tag")
-    config.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": {
-        "train": str(gsm8k_dir / "train.jsonl"), "test": str(gsm8k_dir / "test.jsonl")}})
-    theirs = ConfigurableTask(config=config)
+    theirs = lm_evals_own_gsm8k(gsm8k_dir)
     ours = TaskManager(include_path=str(TASKS_DIR), include_defaults=False).load(["gsm8k"])
     ours = ours["tasks"]["gsm8k"]
 
@@ -251,6 +307,9 @@ def test_missing_or_corrupt_model_directory(answer_model, rg_cache, tmp_path):
     assert "\n" not in str(error.value)
     with pytest.raises(UserError, match="unknown lm-eval option 'beam'"):
         evaluate(request(answer_model, ["rg_chain_sum"], tmp_path / "o4", beam=2))
+    with pytest.raises(UserError, match="fewshot_seed must be an integer, got 'soon'") as error:
+        evaluate(request(answer_model, ["rg_chain_sum"], tmp_path / "o5", fewshot_seed="soon"))
+    assert "evaluate.options.fewshot_seed" in str(error.value) and "\n" not in str(error.value)
 
 
 def test_plugin_registers_cheaply():

@@ -28,7 +28,7 @@ def test_accuracy_on_gsm8k_style_completions(rewards) -> None:  # type: ignore[n
     accuracy = rewards("accuracy")
     completions = [
         "She sells 16 - 3 - 4 = 9 eggs, so 9 * 2 = 18.\n#### 18",
-        chat("<think>9 eggs at $2</think> She makes $18.00 a day."),
+        chat("<think>9 eggs at $2</think> She makes $18 a day."),
         "The answer is 1,000",
         "#### 17",
         "I don't know",
@@ -37,6 +37,9 @@ def test_accuracy_on_gsm8k_style_completions(rewards) -> None:  # type: ignore[n
     # Without a verifier column the gsm8k family judges; TRL's extra kwargs are ignored.
     scores = accuracy(["q"] * 5, completions, answer=answers, completion_ids=[[1]] * 5)
     assert scores == [1.0, 1.0, 1.0, 0.0, 0.0]
+    # As lm-eval's gsm8k score reads them: "$18.00" is not "18", the last number counts.
+    assert accuracy(None, ["She makes $18.00.", "#### 18\nthen 36"], answer=["18", "18"]) == [
+        0.0, 0.0]
 
 
 def test_accuracy_uses_each_records_verifier(rewards) -> None:  # type: ignore[no-untyped-def]

@@ -26,11 +26,19 @@ from srlm_harness_plugins.lm_eval.task_index import (
     task_identity,
 )
 
-VERSION = "1"
+# 2: few-shot/numpy/torch seeds default to lm-eval's CLI defaults, not the spec's seed.
+VERSION = "2"
+
+#: The ``lm_eval`` CLI's default seeds (``--seed 0,1234,1234,1234``: python, numpy, torch,
+#: few-shot). A plain ``lm_eval`` run samples its few-shot examples with 1234, so ours do too.
+LM_EVAL_SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed": 1234,
+                 "fewshot_random_seed": 1234}
 
 OPTIONS = {
     "backend": "hf (default) or vllm",
-    "batch_size": "generation batch size (default: auto on GPU, 8 on CPU)",
+    "batch_size": "generation batch size (default: auto on GPU, 8 on CPU; outputs equal "
+                  "lm-eval's batch 1, see tests)",
+    "fewshot_seed": "seed of the few-shot example draw (default 1234, as the lm_eval CLI)",
     "num_fewshot": "override every task's number of few-shot examples",
     "apply_chat_template": "true/false forces the chat template on/off for every task",
     "fewshot_as_multiturn": "few-shot examples as chat turns (default: when chat is applied)",
@@ -60,7 +68,24 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if "max_gen_toks" in options:
         gen_kwargs["max_gen_toks"] = int(options.pop("max_gen_toks"))
     options["gen_kwargs"] = gen_kwargs or None
+    if "fewshot_seed" in options:
+        try:
+            options["fewshot_seed"] = int(options["fewshot_seed"])
+        except (TypeError, ValueError):
+            raise UserError(f"fewshot_seed must be an integer, got {options['fewshot_seed']!r}",
+                            "evaluate.options.fewshot_seed", "e.g. fewshot_seed: 1234") from None
     return options
+
+
+def seeds(request_seed: int | None, options: Mapping[str, Any]) -> dict[str, int]:
+    """simple_evaluate's seed arguments: lm-eval's CLI defaults, the spec's seed for Python's
+    ``random`` (the CLI's 0 is also the spec's default) and ``fewshot_seed`` if chosen."""
+    chosen = dict(LM_EVAL_SEEDS)
+    if request_seed is not None:
+        chosen["random_seed"] = int(request_seed)
+    if options.get("fewshot_seed") is not None:
+        chosen["fewshot_random_seed"] = int(options["fewshot_seed"])
+    return chosen
 
 
 def fingerprint(tasks: list[Task], options: Mapping[str, Any]) -> str:
@@ -179,7 +204,6 @@ def run_lm_eval(lm: Any, backend: str, model_args: dict, manager: Any, task_objs
     from lm_eval.loggers import EvaluationTracker
 
     tracker = EvaluationTracker()
-    seed = request.seed
     # As lm-eval's CLI: few-shot examples become chat turns when the template is applied.
     multiturn = options.get("fewshot_as_multiturn")
     multiturn = chat if multiturn is None else bool(multiturn) and chat
@@ -189,8 +213,7 @@ def run_lm_eval(lm: Any, backend: str, model_args: dict, manager: Any, task_objs
         apply_chat_template=chat, fewshot_as_multiturn=multiturn,
         system_instruction=options.get("system_instruction"), log_samples=True,
         evaluation_tracker=tracker, bootstrap_iters=options.get("bootstrap_iters", 100000),
-        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-        fewshot_random_seed=seed,
+        **seeds(request.seed, options),
     )
     if results is None:  # not rank 0 of a data-parallel run: rank 0 gathered everything
         return {}, None
@@ -207,11 +230,12 @@ def run_lm_eval(lm: Any, backend: str, model_args: dict, manager: Any, task_objs
     return results, tracker.general_config_tracker
 
 
-def merge(runs: list[tuple[dict, Any]]) -> tuple[dict, dict, dict[str, str | None]]:
-    """One lm-eval results dict (and samples) from runs over disjoint tasks."""
+def merge(runs: list[tuple[dict, Any]]) -> tuple[dict, dict, dict[str, dict[str, Any]]]:
+    """One lm-eval results dict (and samples) from runs over disjoint tasks, and each task's
+    prompt settings (chat template sha, few-shot as multiturn, system instruction sha)."""
     merged: dict[str, Any] = {}
     samples: dict[str, Any] = {}
-    chat_sha: dict[str, str | None] = {}
+    settings: dict[str, dict[str, Any]] = {}
     for results, general in runs:
         run_samples = results.pop("samples")
         samples.update(run_samples)
@@ -221,7 +245,9 @@ def merge(runs: list[tuple[dict, Any]]) -> tuple[dict, dict, dict[str, str | Non
             else:
                 merged.setdefault(key, value)
         for task in run_samples:
-            chat_sha[task] = general.chat_template_sha
+            settings[task] = {"chat_template": general.chat_template_sha,
+                              "fewshot_as_multiturn": general.fewshot_as_multiturn,
+                              "system_instruction": general.system_instruction_sha}
     # The CLI's results file: task hashes, then the run settings (chat template last run
     # that used one).
     merged["task_hashes"] = {
@@ -232,7 +258,7 @@ def merge(runs: list[tuple[dict, Any]]) -> tuple[dict, dict, dict[str, str | Non
     generals = [g for _, g in runs]
     chosen = next((g for g in generals if g.chat_template), generals[0])
     merged.update(asdict(chosen))
-    return merged, samples, chat_sha
+    return merged, samples, settings
 
 
 def evaluate(request: EvalRequest) -> EvalResult:
@@ -260,16 +286,52 @@ def evaluate(request: EvalRequest) -> EvalResult:
                                     options))
     if getattr(lm, "rank", 0) != 0:
         return EvalResult(scores=[], provenance={}, files={})
-    results, samples, chat_sha = merge(runs)
-    return write_outputs(request, results, samples, chat_sha, loaded, options, backend,
+    results, samples, settings = merge(runs)
+    return write_outputs(request, results, samples, settings, loaded, options, backend,
                          time.time() - started)
 
 
-def write_outputs(request: EvalRequest, results: dict, samples: dict, chat_sha: dict,
+def data_sources(loaded: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Where each task's documents came from: local files with their sha256 (our loaders,
+    and reasoning-gym's generated files), else the Hub dataset and revision it names."""
+    from srlm_harness_plugins.lm_eval import task_data
+
+    sources = {}
+    for name, task_obj in loaded.items():
+        config = task_obj.config
+        kwargs = config.dataset_kwargs or {}
+        loader = config.custom_dataset
+        loader_name = getattr(loader, "__name__", None)
+        if getattr(loader, "__module__", None) == task_data.__name__ and (
+                loader_name in task_data.SOURCES):
+            sources[name] = task_data.describe(loader_name)
+        elif "rg_task" in kwargs:
+            # Generated from a seed into a jsonl cache: that file is the data.
+            path = task_data.reasoning_gym_path(kwargs["rg_task"], int(kwargs["seed"]),
+                                                int(kwargs["size"]), kwargs.get("config"))
+            sources[name] = {"reasoning_gym": {k: kwargs.get(k) for k in
+                                               ("rg_task", "seed", "size", "config")},
+                             "local": {"test": str(path)},
+                             "sha256": {"test": task_data.file_sha256(path)}}
+        elif loader is not None:
+            sources[name] = {"custom_dataset": f"{loader.__module__}.{loader_name}"}
+        else:
+            # An unpinned Hub dataset is recorded as such: its contents may change upstream.
+            sources[name] = {"hub": config.dataset_path, "config": config.dataset_name,
+                             "revision": kwargs.get("revision"),
+                             "data_files": kwargs.get("data_files")}
+    return sources
+
+
+def write_outputs(request: EvalRequest, results: dict, samples: dict,
+                  settings: dict[str, dict[str, Any]],
                   loaded: dict[str, Any], options: dict[str, Any], backend: str,
                   seconds: float) -> EvalResult:
     out = Path(request.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # lm-eval's configs name the Hub dataset even when our loader read local files.
+    sources = data_sources(loaded)
+    results["data_sources"] = sources
     records.write_json(out / "results.json", results)
     files: dict[str, Any] = {"results": "results.json", "samples": {}}
     scores, per_task = [], {}
@@ -279,8 +341,17 @@ def write_outputs(request: EvalRequest, results: dict, samples: dict, chat_sha: 
         rows = records.sample_rows(samples[task], score.metric, verifier)
         records.write_jsonl(out / f"samples_{task}.jsonl", rows)
         files["samples"][task] = f"samples_{task}.jsonl"
-        per_task[task] = records.task_provenance(task, results, rows, chat_sha.get(task))
+        task_settings = settings.get(task) or {}
+        per_task[task] = records.task_provenance(task, results, rows,
+                                                 task_settings.get("chat_template"))
         per_task[task]["primary_metric"] = score.metric
+        per_task[task]["data"] = sources.get(task)
+        per_task[task]["settings"] = {
+            "fewshot_seed": results["config"].get("fewshot_seed"),
+            "batch_size": results["config"].get("batch_size"),
+            "apply_chat_template": task_settings.get("chat_template") is not None,
+            **task_settings,
+        }
         scores.append(score)
     provenance = {
         "evaluator": f"lm-eval/{VERSION}",

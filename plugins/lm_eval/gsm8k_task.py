@@ -5,6 +5,9 @@ few-shot examples, filters, metrics and version are exactly lm-eval's); only whe
 documents come from changes: ``task_data.gsm8k`` reads ``<data dir>/gsm8k/*.jsonl`` when
 present (the same problems, order and fields as the Hub's openai/gsm8k) and the Hub
 otherwise. Registered in ``tasks/gsm8k.yaml`` through lm-eval's ``class:`` hook.
+
+Another of lm-eval's gsm8k-folder tasks gets the same treatment with ``metadata: {builtin:
+NAME}`` in its YAML (e.g. ``gsm8k-cot-zeroshot``; the fidelity benchmark uses this).
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ def builtin_config(name: str = "gsm8k") -> dict[str, Any]:
 
 class Gsm8k(ConfigurableTask):
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        cfg = builtin_config()
+        ours = (config or {}).get("metadata") or {}
+        cfg = builtin_config(ours.get("builtin", "gsm8k"))
         for key in ("tag", "group"):
             cfg.pop(key, None)
         # Keep lm-eval's metadata (its version) and add the factory's (config source, ...).
-        extra = {k: v for k, v in ((config or {}).get("metadata") or {}).items() if k != "version"}
+        extra = {k: v for k, v in ours.items() if k not in ("version", "builtin")}
         cfg["metadata"] = {**cfg.get("metadata", {}), **extra}
         cfg["custom_dataset"] = task_data.gsm8k
         super().__init__(config=cfg, **kwargs)

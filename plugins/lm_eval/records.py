@@ -16,8 +16,9 @@ from typing import Any
 from srlm_harness.api import TaskScore
 
 #: Preferred ``metric,filter`` keys, in order. For lm-eval's gsm8k we report
-#: flexible-extract (the last number in the answer), which reads a response the way the
-#: gsm8k verifier (and so the RL reward) does; strict-match stays in the details.
+#: flexible-extract (the last number in the answer); the gsm8k verifier (and so the RL
+#: reward) implements exactly that reading and comparison, tested against lm-eval's own
+#: filters. strict-match (the first ``#### N``) stays in the details.
 PRIMARY_METRICS = ("acc,none", "exact_match,flexible-extract", "exact_match,strict-match")
 
 

@@ -67,7 +67,8 @@ def describe(source: str) -> dict[str, Any]:
         return {"local": {s: str(p) for s, p in files.items()},
                 "sha256": {s: file_sha256(p) for s, p in files.items()}}
     _, _, hub, config = SOURCES[source]
-    return {"hub": hub, "config": config}
+    # Loaded without a pinned revision: whatever the Hub serves at the time.
+    return {"hub": hub, "config": config, "revision": None}
 
 
 def load_source(source: str) -> Any:

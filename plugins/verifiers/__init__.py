@@ -7,9 +7,11 @@ means the same thing in training and in scoring.
 
 Families:
 
-- ``gsm8k``: the final number, as lm-eval's ``gsm8k`` extracts it (``#### N`` first, else
-  the last number); compared numerically, ignoring commas, ``$`` and a trailing ``.0``.
-- ``math``: the ``\\boxed{}`` (or final) answer, compared with math-verify.
+- ``gsm8k``: lm-eval's gsm8k ``flexible-extract`` reading (the last number) and its
+  ``exact_match`` comparison (commas, ``$`` and one trailing ``.`` ignored), so the reward
+  is 1 exactly when the reported gsm8k score counts the response correct.
+- ``math``: math-verify's verdict (gold in ``$...$``, so ``\\$18.90`` reads as 18.90), without
+  its wall-clock timeout, so the verdict does not depend on load; cached per pair.
 - ``reasoning_gym``: the ``<answer>...</answer>`` content (else the last non-empty line),
   scored by the reasoning-gym generator's own ``score_answer``; ``info`` carries the entry's
   ``metadata`` (with ``source_dataset``) or ``task``.

@@ -1,63 +1,57 @@
-"""GSM8K verifier: the final number, extracted the way lm-eval's ``gsm8k`` task does.
+"""GSM8K verifier: lm-eval's ``gsm8k`` flexible-extract reading and exact-match comparison.
 
-lm-eval scores two filters: ``strict-match`` (the first ``#### N``) and ``flexible-extract``
-(the last number-like span). A response with ``#### N`` is read strictly, otherwise the
-last number is taken, so a model trained on GSM8K's format and an instruct model that just
-states its answer are both read fairly. Numbers are compared as decimals after dropping
-commas, ``$`` and a trailing ``.``, so ``$1,000.00`` equals ``1000``.
+The harness reports lm-eval's ``exact_match,flexible-extract`` for gsm8k, so the reward and
+the ``gsm8k_cot_chat`` score read a response the same way: the last number-like span (the
+flexible-extract regex, last match), compared with the gold answer as lm-eval's
+``exact_match`` does after the task's ``regexes_to_ignore`` (commas, ``$``, everything up to
+``#### ``, one trailing ``.``) and lower-casing. So ``$1,000.`` equals ``1000`` but ``18.00``
+does not equal ``18``, and in ``#### 18 ... 36`` the answer is 36, exactly as in the score.
+lm-eval's ``strict-match`` (the first ``#### N``) stays in the evaluation details only.
+
+The patterns are lm-eval's gsm8k.yaml values; a test checks them against the installed
+lm-eval and compares verdicts with lm-eval's own filters and metric over tricky responses.
 """
 
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from srlm_harness_plugins.verifiers import Verdict
 
-# The same patterns as lm-eval's gsm8k task YAML (strict-match / flexible-extract filters).
-STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
-FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+#: lm-eval gsm8k.yaml: the flexible-extract filter (last match, first non-empty group).
+FLEXIBLE = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
+#: lm-eval gsm8k.yaml: the strict-match filter (first match), reported alongside.
+STRICT = r"#### (\-?[0-9\.\,]+)"
+#: lm-eval gsm8k.yaml: exact_match's regexes_to_ignore, applied in this order to both sides.
+IGNORED = (",", "\\$", "(?s).*#### ", "\\.$")
+
+_FLEXIBLE = re.compile(FLEXIBLE)
+_IGNORED = tuple(re.compile(pattern) for pattern in IGNORED)
 
 
 def extract(response: str) -> str | None:
-    """``#### N`` if present (first one), else the last number-like span, else ``None``."""
-    strict = STRICT.findall(response)
-    if strict:
-        return strict[0].strip()
-    spans = FLEXIBLE.findall(response)
+    """The last number-like span of ``response`` (lm-eval's flexible-extract), or ``None``
+    where lm-eval's filter yields ``[invalid]``."""
+    spans = _FLEXIBLE.findall(response)
     if not spans:
         return None
     last = next((group for group in spans[-1] if group), "")
     return last.strip() or None
 
 
-def gold_answer(gold: str) -> str:
-    """The final answer of a GSM8K gold field (``...#### 72`` or just ``72``)."""
-    return gold.split("####")[-1].strip()
-
-
 def normalize(text: str) -> str:
-    """Drop what lm-eval's gsm8k exact_match ignores: commas, ``$``, a trailing period."""
-    return text.replace(",", "").replace("$", "").strip().rstrip(".").strip()
-
-
-def as_number(text: str) -> Decimal | None:
-    try:
-        value = Decimal(normalize(text))
-    except InvalidOperation:
-        return None
-    return value if value.is_finite() else None
+    """``text`` as lm-eval's gsm8k exact_match compares it (ignored spans removed, lower)."""
+    for pattern in _IGNORED:
+        text = pattern.sub("", text)
+    return text.lower()
 
 
 def same_answer(extracted: str, gold: str) -> bool:
-    a, b = as_number(extracted), as_number(gold)
-    if a is not None and b is not None:
-        return a == b
-    return normalize(extracted).lower() == normalize(gold).lower()
+    return normalize(extracted) == normalize(gold)
 
 
 def verify(response: str, gold: str, **info: Any) -> Verdict:
     extracted = extract(response)
-    correct = extracted is not None and same_answer(extracted, gold_answer(gold))
+    correct = extracted is not None and same_answer(extracted, gold)
     return Verdict(extracted, correct, float(correct))
