@@ -556,7 +556,6 @@ def main(argv: list[str] | None = None) -> None:
         from srlm_harness.console import error
 
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
-            click.echo(exc.ctx.get_usage(), err=True)
             hint = f" (see {exc.ctx.command_path} --help)"
         else:
             hint = ""

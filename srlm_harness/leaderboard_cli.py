@@ -138,7 +138,8 @@ def publish(
         target, root = _board_at(ctx, target)
         if root is None and board is None:
             # The spec's own 'publish:' board: relative to the spec's project, as `run` does.
-            root = spec_boards_root(manifest.get("spec_path"))
+            spec_root = spec_boards_root(manifest.get("spec_path"))
+            root = str(spec_root) if spec_root is not None else None
     published = publish_run(manifest, target, publisher, root=root, registry=registry, store=store)
     if published.new:
         click.echo(f"published {manifest.get('run_id')} -> {published.location}")

@@ -63,3 +63,14 @@ def library_output_to(log: Path, verbose: bool = False) -> Iterator[int | None]:
         if person is not None:
             person.close()
         handle.close()
+        _drop_if_empty(log)
+
+
+def _drop_if_empty(log: Path) -> None:
+    """An empty log is noise, and a run refused before it starts must leave nothing behind."""
+    try:
+        if log.stat().st_size == 0:
+            log.unlink()
+            log.parent.rmdir()  # only when no other log is there
+    except OSError:
+        pass

@@ -137,7 +137,8 @@ class EvaluateSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tasks: list[str] = Field(default_factory=list, description="task names")
-    limit: int | float | None = Field(
+    # float, not int | float: a union would name its branch ("evaluate.limit.int") in errors.
+    limit: float | None = Field(
         None,
         gt=0,
         description="samples per task, or a fraction of each task below 1 (as lm_eval's "
@@ -152,9 +153,9 @@ class EvaluateSpec(BaseModel):
 
     @field_validator("limit")
     @classmethod
-    def _whole_or_fraction(cls, value: int | float | None) -> int | float | None:
-        if isinstance(value, float) and value >= 1:
-            if not value.is_integer():
+    def _whole_or_fraction(cls, value: float | None) -> int | float | None:
+        if value is not None and value >= 1:
+            if not float(value).is_integer():
                 raise ValueError("a limit of 1 or more is a number of samples: a whole number")
             return int(value)
         return value
