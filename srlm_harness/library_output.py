@@ -34,8 +34,11 @@ def library_output_to(log: Path, verbose: bool = False) -> Iterator[int | None]:
     if verbose:
         yield None
         return
-    log.parent.mkdir(parents=True, exist_ok=True)
-    handle = log.open("a", encoding="utf-8", buffering=1)
+    from srlm_harness.store import writing
+
+    with writing(log):  # a read-only or full store: one line naming it
+        log.parent.mkdir(parents=True, exist_ok=True)
+        handle = log.open("a", encoding="utf-8", buffering=1)
     previous_stderr: Any = sys.stderr
     previous_file = err_console._file  # None: follow sys.stderr, as before
     fd = _real_stderr_fd()
