@@ -22,7 +22,7 @@ from srlm_harness.api import (
 )
 from srlm_harness.hookspecs import hookimpl
 
-from . import training
+from . import data_prep, training
 
 
 class SftConfig(training.TrainingOptions):
@@ -72,6 +72,9 @@ def train_sft(
                  getattr(options, "completion_template", None))
     examples = [training.prompt_completion(training.templated(r, *templates), chat)
                 for r in records]
+    prepared, sampler = data_prep.select_examples(
+        ctx, tokenizer, examples, options, completion_only_loss
+    )
     args = training.trainer_arguments(
         TrlSFTConfig,
         ctx,
@@ -84,13 +87,15 @@ def train_sft(
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(examples),
+        train_dataset=Dataset.from_list(prepared),
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[training.progress_callback(ctx, description)],
     )
+    data_prep.use_sampler(trainer, sampler)
     metrics = training.train(trainer, ctx)
     metrics.update(examples=len(examples), prompt_format="chat" if chat else "plain")
+    metrics["examples_prepared"] = len(prepared)
     metrics["finetune"] = "lora" if options.lora else "full"
     training.save_model_dir(trainer.model, tokenizer, Path(ctx.output_dir), options.lora)
     return metrics
@@ -124,7 +129,7 @@ def srlm_register_stages(register):  # type: ignore[no-untyped-def]
     register(
         StageType(
             name="sft",
-            version=training.STAGE_VERSION,
+            version=data_prep.stage_version(training.STAGE_VERSION),
             config=SftConfig,
             run=run,
             description="supervised fine-tuning (full or LoRA) on worked solutions, via TRL",

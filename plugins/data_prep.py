@@ -1,0 +1,168 @@
+"""Prepare only what a supervised stage trains on: its records in training order, cut to the
+steps that run.
+
+TRL tokenizes, labels, truncates and filters every record it is given, even when
+``max_steps`` uses a handful of them. The training order here is decided before that: token
+lengths of all records come from one batched tokenizer pass (cached in the store), a
+length-grouped order is drawn from a generator seeded with the stage's seed, and the trainer
+gets only the records the run's steps reach, already in that order. A run that stops early
+therefore trains on exactly the first batches of the full run with the same seed.
+
+``ORDER_VERSION`` is part of the stage versions of ``sft`` and ``kd``: it changes when the
+same records, options and seed would be trained in a different order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from srlm_harness.api import StageContext
+from srlm_harness.store import atomic_write_json
+
+#: 1: length-grouped order from a generator seeded with the stage seed (was torch's global RNG
+#: inside the trainer, over TRL's own lengths), and only the records the steps reach prepared.
+ORDER_VERSION = "1"
+
+
+def stage_version(base: str) -> str:
+    """The version of a stage that trains in this module's order."""
+    return f"{base}.{ORDER_VERSION}"
+
+
+def _text(tokenizer: Any, messages: Any, **kwargs: Any) -> str:
+    return str(tokenizer.apply_chat_template(messages, tokenize=False, **kwargs))
+
+
+def sequence_lengths(
+    tokenizer: Any, examples: Sequence[dict[str, Any]], max_length: int, completion_only: bool
+) -> list[int]:
+    """Each prompt-completion example's token count, truncated to ``max_length``, from the
+    prompt and completion rendered as TRL renders them and tokenized in batched calls; 0 for
+    an example TRL would drop (its prompt fills ``max_length``, leaving no token to learn)."""
+    prompts, texts = [], []
+    for example in examples:
+        prompt, completion = example["prompt"], example["completion"]
+        if isinstance(prompt, list):
+            prompts.append(_text(tokenizer, prompt, add_generation_prompt=True))
+            texts.append(_text(tokenizer, prompt + completion))
+        else:
+            prompts.append(prompt)
+            texts.append(prompt + completion + (tokenizer.eos_token or ""))
+    full = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    heads = tokenizer(prompts, add_special_tokens=False)["input_ids"] if completion_only else None
+    lengths = []
+    for i, row in enumerate(full):
+        learnable = not completion_only or len(heads[i]) < min(len(row), max_length)
+        lengths.append(min(len(row), max_length) if learnable else 0)
+    return lengths
+
+
+def tokenizer_identity(tokenizer: Any) -> str:
+    """A hash of what decides token ids: the vocabulary, special tokens and chat template."""
+    state = {
+        "vocab": sorted(tokenizer.get_vocab().items()),
+        "special": tokenizer.special_tokens_map,
+        "template": getattr(tokenizer, "chat_template", None),
+        "class": type(tokenizer).__name__,
+    }
+    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached_lengths(
+    ctx: StageContext,
+    tokenizer: Any,
+    examples: Sequence[dict[str, Any]],
+    max_length: int,
+    completion_only: bool,
+) -> list[int]:
+    """:func:`sequence_lengths`, kept in the store's cache keyed by the tokenizer's identity,
+    the examples (template applied) and ``max_length``; a re-run or another stage on the
+    same data reads them back."""
+    key = {
+        "tokenizer": tokenizer_identity(tokenizer),
+        "examples": hashlib.sha256(
+            json.dumps(list(examples), sort_keys=True, default=str).encode()
+        ).hexdigest(),
+        "max_length": max_length,
+        "completion_only": completion_only,
+        "order": ORDER_VERSION,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    path = Path(ctx.cache_dir or ctx.work_dir) / f"lengths-{digest}.json"
+    if path.is_file():
+        ctx.log(f"{ctx.stage_name or 'sft'}: reusing token lengths of {len(examples)} records "
+                f"from {path}")
+        return [int(n) for n in json.loads(path.read_text(encoding="utf-8"))["lengths"]]
+    lengths = sequence_lengths(tokenizer, examples, max_length, completion_only)
+    atomic_write_json(path, {"key": key, "lengths": lengths})
+    return lengths
+
+
+def grouped_order(lengths: Sequence[int], batch: int, seed: int, epoch: int) -> list[int]:
+    """Record indices for one epoch: shuffled by a generator seeded with (seed, epoch), then
+    sorted longest first within mega-batches of up to 50 batches, so each batch holds similar
+    lengths (little padding) while the batches keep a random order."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    size = max(1, min(len(lengths) // (batch * 4), 50)) * batch
+    return [i for s in range(0, len(order), size)
+            for i in sorted(order[s : s + size], key=lambda i: -lengths[i])]
+
+
+class OrderSampler:
+    """Yields the dataset's indices in the precomputed order: ``orders[epoch]`` for the
+    epochs computed, a fresh seeded order after that."""
+
+    def __init__(self, lengths: Sequence[int], batch: int, seed: int) -> None:
+        self.lengths, self.batch, self.seed, self.epoch = list(lengths), batch, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        order = grouped_order(self.lengths, self.batch, self.seed, self.epoch)
+        self.epoch += 1
+        return iter(order)
+
+
+def select_examples(
+    ctx: StageContext,
+    tokenizer: Any,
+    examples: list[dict[str, Any]],
+    options: Any,
+    completion_only: bool,
+) -> tuple[list[dict[str, Any]], Any]:
+    """The examples to hand the trainer, and the sampler that orders them.
+
+    With ``max_steps`` ending within the first epoch: only the records those steps reach,
+    in training order, read in that order. Else every example TRL would keep, with a sampler
+    that draws each epoch's order as above, so the shorter run is a prefix of this one."""
+    batch = options.batch_size * options.gradient_accumulation
+    lengths = cached_lengths(ctx, tokenizer, examples, options.max_length, completion_only)
+    kept = [i for i, n in enumerate(lengths) if n]
+    examples, lengths = [examples[i] for i in kept], [lengths[i] for i in kept]
+    needed = options.max_steps * batch if options.max_steps else len(examples)
+    if needed >= len(examples):
+        return examples, OrderSampler(lengths, batch, ctx.seed)
+    order = grouped_order(lengths, batch, ctx.seed, 0)[:needed]
+    ctx.log(f"{ctx.stage_name or 'sft'}: preparing the {needed} of {len(examples)} records "
+            f"that {options.max_steps} steps of {batch} use")
+    return [examples[i] for i in order], range(needed)
+
+
+def use_sampler(trainer: Any, sampler: Any) -> None:
+    """Make ``trainer`` draw its training indices from ``sampler``."""
+    if len(trainer.train_dataset) != len(sampler):
+        # The lengths above decided which examples TRL keeps; a mismatch would shift indices.
+        raise RuntimeError(f"TRL kept {len(trainer.train_dataset)} of {len(sampler)} prepared "
+                           "examples: the token lengths disagree with its tokenization")
+    trainer._get_train_sampler = lambda train_dataset=None: sampler

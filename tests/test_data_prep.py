@@ -1,0 +1,115 @@
+"""SFT prepares only the records its steps use, in the order a full run trains them, and
+keeps the token lengths it needs for that in the store's cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_sft import arithmetic_records, make_ctx
+
+from srlm_harness_plugins import data_prep, sft
+
+
+def gsm8k_records(gsm8k_dir: Path) -> list[dict]:
+    from srlm_harness_plugins.datasets import gsm8k_record
+
+    rows = [json.loads(line) for line in (gsm8k_dir / "train.jsonl").open()]
+    return [gsm8k_record(row, "train", i) for i, row in enumerate(rows)]
+
+
+def test_three_steps_on_full_gsm8k_prepare_only_their_records(
+    tmp_path: Path, tiny_model_dir: Path, gsm8k_dir: Path
+) -> None:
+    records = gsm8k_records(gsm8k_dir)
+    assert len(records) == 7473
+    logs: list[str] = []
+    config = sft.SftConfig(max_steps=3, batch_size=8, max_length=256)
+    ctx = make_ctx(tmp_path, tiny_model_dir, config, records, log=logs.append,
+                   cache_dir=tmp_path / "cache")
+    metrics = sft.run(ctx).metrics
+    assert metrics["steps"] == 3
+    assert metrics["examples"] == 7473 and metrics["examples_prepared"] == 24
+    # Records whose prompt alone fills max_length (TRL would drop them) are not counted.
+    assert any(line.startswith("sft: preparing the 24 of ") for line in logs), logs
+
+
+def weights(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def test_a_short_run_trains_the_first_batches_of_the_full_run(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """max_steps=2 (only 8 records prepared) and a quarter epoch of all 32 records (every
+    record prepared, the trainer stops after 2 steps) train on the same batches."""
+    import torch
+
+    records = arithmetic_records(32)
+    short = make_ctx(tmp_path / "short", tiny_model_dir,
+                     sft.SftConfig(max_steps=2, batch_size=4, lr=1e-2), records)
+    full = make_ctx(tmp_path / "full", tiny_model_dir,
+                    sft.SftConfig(epochs=0.25, batch_size=4, lr=1e-2), records)
+    short_metrics, full_metrics = sft.run(short).metrics, sft.run(full).metrics
+    assert short_metrics["examples_prepared"] == 8 and full_metrics["examples_prepared"] == 32
+    assert short_metrics["steps"] == full_metrics["steps"] == 2
+    a, b = weights(short.output_dir), weights(full.output_dir)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert not torch.equal(a["model.norm.weight"], weights(tiny_model_dir)["model.norm.weight"])
+
+
+def test_orders_are_length_grouped_and_reproducible() -> None:
+    lengths = [5, 50, 7, 49, 6, 48, 8, 47] * 4
+    first = data_prep.grouped_order(lengths, 4, seed=0, epoch=0)
+    assert sorted(first) == list(range(32))
+    assert first == data_prep.grouped_order(lengths, 4, seed=0, epoch=0)
+    assert first != data_prep.grouped_order(lengths, 4, seed=0, epoch=1)
+    assert first != data_prep.grouped_order(lengths, 4, seed=1, epoch=0)
+    # 32 records in batches of 4 make mega-batches of 8: each holds its longest first.
+    for start in range(0, 32, 8):
+        mega = [lengths[i] for i in first[start : start + 8]]
+        assert mega == sorted(mega, reverse=True)
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_lengths_match_what_trl_prepares(tiny_model_dir: Path, chat: bool) -> None:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from srlm_harness_plugins import training
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    records = [{**r, "prompt": " ".join([r["prompt"]] * (1 + i % 4))}
+               for i, r in enumerate(arithmetic_records(12))]
+    examples = [training.prompt_completion(r, chat) for r in records]
+    ours = data_prep.sequence_lengths(tok, examples, 60, completion_only=True)
+    assert 0 in ours and len(set(ours)) > 2  # some dropped, some truncated, some whole
+    args = SFTConfig(output_dir="unused", max_length=60, report_to=[], use_cpu=True)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),
+                         args=args, train_dataset=Dataset.from_list(examples),
+                         processing_class=tok)
+    assert [n for n in ours if n] == [len(ids) for ids in trainer.train_dataset["input_ids"]]
+
+
+def test_lengths_are_cached_and_a_new_max_length_misses(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    cache = tmp_path / "cache"
+
+    def run(max_length: int) -> list[str]:
+        logs: list[str] = []
+        config = sft.SftConfig(max_steps=1, batch_size=4, max_length=max_length)
+        ctx = make_ctx(tmp_path / f"run{len(list(tmp_path.iterdir()))}", tiny_model_dir,
+                       config, log=logs.append, cache_dir=cache)
+        sft.run(ctx)
+        return logs
+
+    assert not any("reusing token lengths" in line for line in run(128))
+    assert any("reusing token lengths of 32 records" in line for line in run(128))
+    assert len(list(cache.glob("lengths-*.json"))) == 1
+    assert not any("reusing token lengths" in line for line in run(64))
+    assert len(list(cache.glob("lengths-*.json"))) == 2
