@@ -27,7 +27,7 @@ from srlm_harness.api import (
 )
 from srlm_harness.hookspecs import hookimpl
 
-from . import training
+from . import rollout_speed, training
 
 FULL_LR = 1e-6
 LORA_LR = 1e-5
@@ -285,7 +285,10 @@ def run(ctx: StageContext) -> StageResult:
         peft_config=peft_config,
         callbacks=[training.progress_callback(ctx, "grpo"), reward_logger(ctx)],
     )
+    meter = rollout_speed.RolloutMeter()
+    meter.attach(trainer)
     metrics = training.train(trainer, ctx)
+    metrics.update(meter.metrics())
     metrics.update(grpo_metrics(trainer.state.log_history, list(config.rewards)))
     metrics.update(
         prompts=len(rows),
@@ -312,6 +315,7 @@ def srlm_register_stages(register):  # type: ignore[no-untyped-def]
             references=references,
             preflight=preflight,
             rewards_field="rewards",
-            summary=("reward", "reward_first", "accuracy", "kl", "completion_length"),
+            summary=("reward", "reward_first", "accuracy", "kl", "completion_length",
+                     "rollout_tokens_per_s"),
         )
     )
