@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,11 @@ def sequence_lengths(
     return lengths
 
 
+def digest_of(value: Any) -> str:
+    """A sha256 of ``value`` as canonical JSON."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def tokenizer_identity(tokenizer: Any) -> str:
     """A hash of what decides token ids: the vocabulary, special tokens and chat template."""
     state = {
@@ -69,7 +76,7 @@ def tokenizer_identity(tokenizer: Any) -> str:
         "template": getattr(tokenizer, "chat_template", None),
         "class": type(tokenizer).__name__,
     }
-    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
+    return digest_of(state)
 
 
 def cached_lengths(
@@ -84,15 +91,12 @@ def cached_lengths(
     same data reads them back."""
     key = {
         "tokenizer": tokenizer_identity(tokenizer),
-        "examples": hashlib.sha256(
-            json.dumps(list(examples), sort_keys=True, default=str).encode()
-        ).hexdigest(),
+        "examples": digest_of(list(examples)),
         "max_length": max_length,
         "completion_only": completion_only,
         "order": ORDER_VERSION,
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    path = Path(ctx.cache_dir or ctx.work_dir) / f"lengths-{digest}.json"
+    path = Path(ctx.cache_dir or ctx.work_dir) / f"lengths-{digest_of(key)[:20]}.json"
     if path.is_file():
         ctx.log(f"{ctx.stage_name or 'sft'}: reusing token lengths of {len(examples)} records "
                 f"from {path}")
@@ -157,6 +161,52 @@ def select_examples(
     ctx.log(f"{ctx.stage_name or 'sft'}: preparing the {needed} of {len(examples)} records "
             f"that {options.max_steps} steps of {batch} use")
     return [examples[i] for i in order], range(needed)
+
+
+#: The trainer settings that change what TRL's dataset preparation produces.
+PREPARATION_ARGS = ("max_length", "completion_only_loss", "assistant_only_loss", "truncation_mode",
+                    "packing", "packing_strategy", "padding_free", "dataset_text_field",
+                    "eos_token", "chat_template_path")
+
+
+def prepared_path(ctx: StageContext, tokenizer: Any, examples: Sequence[Any], args: Any) -> Path:
+    """Where TRL's preparation (tokens, labels, truncation) of ``examples`` is cached: keyed by
+    the tokenizer's identity, the examples (prompt template applied, in training order), the
+    trainer settings that change the preparation and TRL's version."""
+    import trl
+
+    key = {
+        "tokenizer": tokenizer_identity(tokenizer),
+        "examples": digest_of(list(examples)),
+        "args": {name: getattr(args, name, None) for name in PREPARATION_ARGS},
+        "trl": trl.__version__,
+    }
+    return Path(ctx.cache_dir or ctx.work_dir) / f"prepared-{digest_of(key)[:20]}"
+
+
+def prepared_dataset(ctx: StageContext, path: Path, examples: list[dict[str, Any]]) -> Any:
+    """The dataset to give the trainer: TRL's earlier preparation of the same examples when
+    the cache has it (TRL then skips tokenizing and labelling), else the examples."""
+    from datasets import Dataset, load_from_disk
+
+    if path.is_dir():
+        ctx.log(f"{ctx.stage_name or 'sft'}: reusing {len(examples)} prepared examples "
+                f"from {path}")
+        return load_from_disk(str(path), keep_in_memory=True)
+    return Dataset.from_list(examples)
+
+
+def save_prepared(trainer: Any, path: Path) -> None:
+    """Keep the trainer's prepared dataset at ``path`` (written aside, then renamed)."""
+    if path.is_dir():
+        return
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.train_dataset.save_to_disk(str(tmp))
+    try:
+        os.replace(tmp, path)
+    except OSError:  # another run kept the same preparation first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def use_sampler(trainer: Any, sampler: Any) -> None:

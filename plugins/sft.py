@@ -57,7 +57,6 @@ def train_sft(
 ) -> dict[str, Any]:
     """Fine-tune ``ctx.input_model`` on ``records`` (standard records; the target is each
     one's ``solution`` or ``answer``) and save the result to ``ctx.output_dir``."""
-    from datasets import Dataset
     from trl import SFTConfig as TrlSFTConfig
     from trl import SFTTrainer
 
@@ -84,15 +83,17 @@ def train_sft(
         # CPU (no flash-attention kernels for padding-free batches) is the cheap win.
         train_sampling_strategy="group_by_length",
     )
+    prepared_at = data_prep.prepared_path(ctx, tokenizer, prepared, args)
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list(prepared),
+        train_dataset=data_prep.prepared_dataset(ctx, prepared_at, prepared),
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[training.progress_callback(ctx, description)],
     )
     data_prep.use_sampler(trainer, sampler)
+    data_prep.save_prepared(trainer, prepared_at)
     metrics = training.train(trainer, ctx)
     metrics.update(examples=len(examples), prompt_format="chat" if chat else "plain")
     metrics["examples_prepared"] = len(prepared)

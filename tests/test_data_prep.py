@@ -95,21 +95,34 @@ def test_lengths_match_what_trl_prepares(tiny_model_dir: Path, chat: bool) -> No
     assert [n for n in ours if n] == [len(ids) for ids in trainer.train_dataset["input_ids"]]
 
 
-def test_lengths_are_cached_and_a_new_max_length_misses(
+def test_preparation_is_cached_and_a_new_max_length_misses(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
+    """A re-run reads the token lengths and TRL's prepared examples back from the store's
+    cache and trains the same model; another max_length prepares anew."""
+    import torch
+
     cache = tmp_path / "cache"
 
-    def run(max_length: int) -> list[str]:
+    def run(name: str, max_length: int) -> tuple[list[str], Path]:
         logs: list[str] = []
-        config = sft.SftConfig(max_steps=1, batch_size=4, max_length=max_length)
-        ctx = make_ctx(tmp_path / f"run{len(list(tmp_path.iterdir()))}", tiny_model_dir,
-                       config, log=logs.append, cache_dir=cache)
+        config = sft.SftConfig(max_steps=2, batch_size=4, max_length=max_length, lr=1e-2)
+        ctx = make_ctx(tmp_path / name, tiny_model_dir, config, log=logs.append,
+                       cache_dir=cache)
         sft.run(ctx)
-        return logs
+        return logs, ctx.output_dir
 
-    assert not any("reusing token lengths" in line for line in run(128))
-    assert any("reusing token lengths of 32 records" in line for line in run(128))
-    assert len(list(cache.glob("lengths-*.json"))) == 1
-    assert not any("reusing token lengths" in line for line in run(64))
-    assert len(list(cache.glob("lengths-*.json"))) == 2
+    def reused(logs: list[str]) -> list[str]:
+        return [line for line in logs if "reusing" in line]
+
+    first, first_model = run("first", 128)
+    assert reused(first) == []
+    again, again_model = run("again", 128)
+    assert any("reusing token lengths of 32 records" in line for line in reused(again))
+    assert any("reusing 8 prepared examples" in line for line in reused(again))
+    assert len(list(cache.glob("lengths-*.json"))) == len(list(cache.glob("prepared-*"))) == 1
+    a, b = weights(first_model), weights(again_model)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+    assert reused(run("shorter", 64)[0]) == []
+    assert len(list(cache.glob("lengths-*.json"))) == len(list(cache.glob("prepared-*"))) == 2
