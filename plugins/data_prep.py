@@ -39,28 +39,43 @@ def _text(tokenizer: Any, messages: Any, **kwargs: Any) -> str:
     return str(tokenizer.apply_chat_template(messages, tokenize=False, **kwargs))
 
 
+def token_counts(tokenizer: Any, texts: list[str], special: bool) -> list[int]:
+    """How many tokens each text has (with the tokenizer's special tokens when ``special``),
+    in one batched call: the fast tokenizer's own, which skips building Python lists of ids."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return [len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=special)]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
+
+
 def sequence_lengths(
     tokenizer: Any, examples: Sequence[dict[str, Any]], max_length: int, completion_only: bool
 ) -> list[int]:
     """Each prompt-completion example's token count, truncated to ``max_length``, from the
     prompt and completion rendered as TRL renders them and tokenized in batched calls; 0 for
     an example TRL would drop (its prompt fills ``max_length``, leaving no token to learn)."""
-    prompts, texts = [], []
+    texts = []
     for example in examples:
         prompt, completion = example["prompt"], example["completion"]
         if isinstance(prompt, list):
-            prompts.append(_text(tokenizer, prompt, add_generation_prompt=True))
             texts.append(_text(tokenizer, prompt + completion))
         else:
-            prompts.append(prompt)
             texts.append(prompt + completion + (tokenizer.eos_token or ""))
-    full = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    heads = tokenizer(prompts, add_special_tokens=False)["input_ids"] if completion_only else None
-    lengths = []
-    for i, row in enumerate(full):
-        learnable = not completion_only or len(heads[i]) < min(len(row), max_length)
-        lengths.append(min(len(row), max_length) if learnable else 0)
-    return lengths
+    # TRL tokenizes rendered chats without special tokens (the template has them), plain text
+    # with them.
+    special = bool(examples) and not isinstance(examples[0]["prompt"], list)
+    lengths = token_counts(tokenizer, texts, special)
+    # Only a sequence cut by max_length can lose its whole completion: check those prompts.
+    cut = [i for i, n in enumerate(lengths) if n > max_length] if completion_only else []
+    prompts = []
+    for i in cut:
+        prompt = examples[i]["prompt"]
+        chat = isinstance(prompt, list)
+        prompts.append(_text(tokenizer, prompt, add_generation_prompt=True) if chat else prompt)
+    for i, n in zip(cut, token_counts(tokenizer, prompts, special), strict=True):
+        if n >= max_length:
+            lengths[i] = 0
+    return [min(n, max_length) for n in lengths]
 
 
 def digest_of(value: Any) -> str:
