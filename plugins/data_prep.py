@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -162,20 +163,29 @@ def select_examples(
 ) -> tuple[list[dict[str, Any]], Any]:
     """The examples to hand the trainer, and the sampler that orders them.
 
-    With ``max_steps`` ending within the first epoch: only the records those steps reach,
-    in training order, read in that order. Else every example TRL would keep, with a sampler
-    that draws each epoch's order as above, so the shorter run is a prefix of this one."""
+    When the run's steps (``max_steps``, else ``epochs`` below 1) end within the first
+    epoch: only the records those steps reach, in training order, read in that order. Else
+    every example TRL would keep, with a sampler that draws each epoch's order as above, so
+    the shorter run is a prefix of this one."""
     batch = options.batch_size * options.gradient_accumulation
     lengths = cached_lengths(ctx, tokenizer, examples, options.max_length, completion_only)
     kept = [i for i, n in enumerate(lengths) if n]
     examples, lengths = [examples[i] for i in kept], [lengths[i] for i in kept]
-    needed = options.max_steps * batch if options.max_steps else len(examples)
-    if needed >= len(examples):
+    steps = options.max_steps or epoch_steps(len(examples), options)
+    if steps * batch >= len(examples):
         return examples, OrderSampler(lengths, batch, ctx.seed)
-    order = grouped_order(lengths, batch, ctx.seed, 0)[:needed]
-    ctx.log(f"{ctx.stage_name or 'sft'}: preparing the {needed} of {len(examples)} records "
-            f"that {options.max_steps} steps of {batch} use")
-    return [examples[i] for i in order], range(needed)
+    order = grouped_order(lengths, batch, ctx.seed, 0)[: steps * batch]
+    ctx.log(f"{ctx.stage_name or 'sft'}: preparing the {len(order)} of {len(examples)} "
+            f"records that {steps} steps of {batch} use")
+    return [examples[i] for i in order], range(len(order))
+
+
+def epoch_steps(total: int, options: Any) -> int:
+    """Optimizer steps of ``options.epochs`` passes over ``total`` records, counted as the
+    trainer counts them (a last short batch, a last short accumulation, each make a step)."""
+    batches = math.ceil(total / options.batch_size)
+    per_epoch = max(1, math.ceil(batches / options.gradient_accumulation))
+    return math.ceil(options.epochs * per_epoch)
 
 
 #: The trainer settings that change what TRL's dataset preparation produces.
@@ -225,9 +235,16 @@ def save_prepared(trainer: Any, path: Path) -> None:
 
 
 def use_sampler(trainer: Any, sampler: Any) -> None:
-    """Make ``trainer`` draw its training indices from ``sampler``."""
+    """Make ``trainer`` draw its training indices from ``sampler``. With only the records of
+    the run's steps prepared (a ``range``), the trainer runs exactly those steps, which its
+    own count from ``epochs`` over the shorter dataset would not."""
     if len(trainer.train_dataset) != len(sampler):
         # The lengths above decided which examples TRL keeps; a mismatch would shift indices.
         raise RuntimeError(f"TRL kept {len(trainer.train_dataset)} of {len(sampler)} prepared "
                            "examples: the token lengths disagree with its tokenization")
+    if isinstance(sampler, range):
+        args = trainer.args
+        trainer.args.max_steps = len(sampler) // (
+            args.per_device_train_batch_size * args.gradient_accumulation_steps
+        )
     trainer._get_train_sampler = lambda train_dataset=None: sampler

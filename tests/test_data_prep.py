@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_sft import arithmetic_records, make_ctx
@@ -44,21 +45,29 @@ def weights(model_dir: Path) -> dict:
 def test_a_short_run_trains_the_first_batches_of_the_full_run(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    """max_steps=2 (only 8 records prepared) and a quarter epoch of all 32 records (every
-    record prepared, the trainer stops after 2 steps) train on the same batches."""
+    """max_steps=2 and a quarter epoch prepare only the 8 records of their 2 steps and train
+    the same model; a whole epoch prepares all 32 and starts with the same two batches."""
     import torch
 
     records = arithmetic_records(32)
-    short = make_ctx(tmp_path / "short", tiny_model_dir,
-                     sft.SftConfig(max_steps=2, batch_size=4, lr=1e-2), records)
-    full = make_ctx(tmp_path / "full", tiny_model_dir,
-                    sft.SftConfig(epochs=0.25, batch_size=4, lr=1e-2), records)
-    short_metrics, full_metrics = sft.run(short).metrics, sft.run(full).metrics
-    assert short_metrics["examples_prepared"] == 8 and full_metrics["examples_prepared"] == 32
-    assert short_metrics["steps"] == full_metrics["steps"] == 2
-    a, b = weights(short.output_dir), weights(full.output_dir)
+
+    def run(name: str, **options: Any) -> tuple[dict, Path]:
+        config = sft.SftConfig(batch_size=4, lr=1e-2, scheduler="constant", logging_steps=1,
+                               **options)
+        ctx = make_ctx(tmp_path / name, tiny_model_dir, config, records)
+        return sft.run(ctx).metrics, ctx.output_dir
+
+    short, short_model = run("short", max_steps=2)
+    quarter, quarter_model = run("quarter", epochs=0.25)
+    full, _ = run("full", epochs=1.0)
+    assert short["examples_prepared"] == quarter["examples_prepared"] == 8
+    assert full["examples_prepared"] == 32
+    assert short["steps"] == quarter["steps"] == 2 and full["steps"] == 8
+    a, b = weights(short_model), weights(quarter_model)
     assert all(torch.equal(a[name], b[name]) for name in a)
     assert not torch.equal(a["model.norm.weight"], weights(tiny_model_dir)["model.norm.weight"])
+    # Same batches, same constant learning rate: the full run's first two losses are these.
+    assert full["loss_curve"][:2] == short["loss_curve"]
 
 
 def test_orders_are_length_grouped_and_reproducible() -> None:
