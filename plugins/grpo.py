@@ -27,7 +27,7 @@ from srlm_harness.api import (
 )
 from srlm_harness.hookspecs import hookimpl
 
-from . import training
+from . import rollout_speed, training
 from .progress_bars import report_generation
 
 FULL_LR = 1e-6
@@ -296,7 +296,10 @@ def run(ctx: StageContext) -> StageResult:
         callbacks=[training.progress_callback(ctx, "grpo"), reward_logger(ctx)],
     )
     report_generation(trainer, ctx, config.max_completion_length, "grpo")
+    meter = rollout_speed.RolloutMeter()
+    meter.attach(trainer)
     metrics = training.train(trainer, ctx)
+    metrics.update(meter.metrics())
     metrics.update(grpo_metrics(trainer.state.log_history, list(config.rewards)))
     metrics.update(
         prompts=len(rows),
@@ -323,6 +326,7 @@ def srlm_register_stages(register):  # type: ignore[no-untyped-def]
             references=references,
             preflight=preflight,
             rewards_field="rewards",
-            summary=("reward", "reward_first", "accuracy", "kl", "completion_length"),
+            summary=("reward", "reward_first", "accuracy", "kl", "completion_length",
+                     "rollout_tokens_per_s"),
         )
     )

@@ -30,7 +30,7 @@ from srlm_harness.api import (
 )
 from srlm_harness.hookspecs import hookimpl
 
-from . import sft, training
+from . import data_prep, sft, training
 
 #: GKD's beta selects the divergence: 0 forward KL(teacher||student), 1 reverse KL, 0.5 JSD.
 LOSS_BETA = {"forward_kl": 0.0, "reverse_kl": 1.0, "jsd": 0.5}
@@ -388,7 +388,7 @@ def srlm_register_stages(register):  # type: ignore[no-untyped-def]
     register(
         StageType(
             name="kd",
-            version=training.STAGE_VERSION,
+            version=data_prep.stage_version(training.STAGE_VERSION),
             config=KdConfig,
             run=run,
             description="knowledge distillation: SFT on teacher traces, or teacher logits (GKD)",

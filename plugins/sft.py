@@ -22,7 +22,7 @@ from srlm_harness.api import (
 )
 from srlm_harness.hookspecs import hookimpl
 
-from . import training
+from . import data_prep, training
 from .progress_bars import DATASETS_BARS, bars_to_progress
 
 
@@ -58,7 +58,6 @@ def train_sft(
 ) -> dict[str, Any]:
     """Fine-tune ``ctx.input_model`` on ``records`` (standard records; the target is each
     one's ``solution`` or ``answer``) and save the result to ``ctx.output_dir``."""
-    from datasets import Dataset
     from trl import SFTConfig as TrlSFTConfig
     from trl import SFTTrainer
 
@@ -74,6 +73,9 @@ def train_sft(
                  getattr(options, "completion_template", None))
     examples = [training.prompt_completion(training.templated(r, *templates), chat)
                 for r in records]
+    prepared, sampler = data_prep.select_examples(
+        ctx, tokenizer, examples, options, completion_only_loss
+    )
     args = training.trainer_arguments(
         TrlSFTConfig,
         ctx,
@@ -84,20 +86,24 @@ def train_sft(
         # CPU (no flash-attention kernels for padding-free batches) is the cheap win.
         train_sampling_strategy="group_by_length",
     )
+    prepared_at = data_prep.prepared_path(ctx, tokenizer, prepared, args)
     # TRL tokenises, labels and truncates the examples here: shown as the step's progress.
     preparing = lambda desc: f"{description}: {desc.lower() or 'preparing data'}"  # noqa: E731
     with bars_to_progress(ctx.progress, DATASETS_BARS, preparing):
         trainer = SFTTrainer(
             model=model,
             args=args,
-            train_dataset=Dataset.from_list(examples),
+            train_dataset=data_prep.prepared_dataset(ctx, prepared_at, prepared),
             processing_class=tokenizer,
             peft_config=peft_config,
             callbacks=[training.progress_callback(ctx, description)],
         )
     check_examples_left(trainer, examples, tokenizer, options.max_length, description)
+    data_prep.use_sampler(trainer, sampler)
+    data_prep.save_prepared(trainer, prepared_at)
     metrics = training.train(trainer, ctx)
     metrics.update(examples=len(examples), prompt_format="chat" if chat else "plain")
+    metrics["examples_prepared"] = len(prepared)
     metrics["finetune"] = "lora" if options.lora else "full"
     training.save_trained(trainer, tokenizer, Path(ctx.output_dir), options.lora)
     return metrics
@@ -157,7 +163,7 @@ def srlm_register_stages(register):  # type: ignore[no-untyped-def]
     register(
         StageType(
             name="sft",
-            version=training.STAGE_VERSION,
+            version=data_prep.stage_version(training.STAGE_VERSION),
             config=SftConfig,
             run=run,
             description="supervised fine-tuning (full or LoRA) on worked solutions, via TRL",

@@ -131,6 +131,10 @@ def test_lora_with_builtin_rewards_writes_a_merged_model(  # type: ignore[no-unt
     for name in ("accuracy", "format", "overlong"):
         assert f"reward_{name}" in metrics
     assert metrics["accuracy"] == metrics["reward_accuracy"]
+    # 2 steps of 8 completions (4 prompts x 2), each at most 8 tokens long.
+    assert 0 < metrics["rollout_tokens"] <= 2 * 8 * 8
+    assert metrics["rollout_tokens_per_s"] == pytest.approx(
+        metrics["rollout_tokens"] / metrics["rollout_seconds"], rel=5e-2)
     assert metrics["finetune"] == "lora"
     assert not (ctx.output_dir / "adapter").exists()
     model = AutoModelForCausalLM.from_pretrained(ctx.output_dir)
