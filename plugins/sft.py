@@ -76,6 +76,7 @@ def train_sft(
     prepared, sampler = data_prep.select_examples(
         ctx, tokenizer, examples, options, completion_only_loss
     )
+    check_examples_left(len(prepared), examples, tokenizer, options.max_length, description)
     args = training.trainer_arguments(
         TrlSFTConfig,
         ctx,
@@ -89,16 +90,17 @@ def train_sft(
     prepared_at = data_prep.prepared_path(ctx, tokenizer, prepared, args)
     # TRL tokenises, labels and truncates the examples here: shown as the step's progress.
     preparing = lambda desc: f"{description}: {desc.lower() or 'preparing data'}"  # noqa: E731
+    # Loaded outside the progress swap: datasets' disk loader needs tqdm's own class.
+    train_dataset = data_prep.prepared_dataset(ctx, prepared_at, prepared)
     with bars_to_progress(ctx.progress, DATASETS_BARS, preparing):
         trainer = SFTTrainer(
             model=model,
             args=args,
-            train_dataset=data_prep.prepared_dataset(ctx, prepared_at, prepared),
+            train_dataset=train_dataset,
             processing_class=tokenizer,
             peft_config=peft_config,
             callbacks=[training.progress_callback(ctx, description)],
         )
-    check_examples_left(trainer, examples, tokenizer, options.max_length, description)
     data_prep.use_sampler(trainer, sampler)
     data_prep.save_prepared(trainer, prepared_at)
     metrics = training.train(trainer, ctx)
@@ -110,11 +112,11 @@ def train_sft(
 
 
 def check_examples_left(
-    trainer: Any, examples: list[dict[str, Any]], tokenizer: Any, max_length: Any, where: str
+    kept: int, examples: list[dict[str, Any]], tokenizer: Any, max_length: Any, where: str
 ) -> None:
     """TRL drops every example whose completion is cut off entirely by ``max_length``; with
     none left it fails later with an IndexError. Say what happened and which key to raise."""
-    if len(trainer.train_dataset) > 0 or max_length is None:
+    if kept > 0 or max_length is None:
         return
     lengths = sorted(prompt_tokens(tokenizer, ex["prompt"]) for ex in examples)
     raise UserError(
