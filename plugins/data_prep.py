@@ -244,7 +244,9 @@ def use_sampler(trainer: Any, sampler: Any) -> None:
                            "examples: the token lengths disagree with its tokenization")
     if isinstance(sampler, range):
         args = trainer.args
+        # Every process reads its share of each global batch (accelerate shards batches).
         trainer.args.max_steps = len(sampler) // (
             args.per_device_train_batch_size * args.gradient_accumulation_steps
+            * max(1, args.world_size)
         )
     trainer._get_train_sampler = lambda train_dataset=None: sampler

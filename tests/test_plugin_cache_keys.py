@@ -60,7 +60,8 @@ def test_changing_a_plugin_tasks_data_loader_declared_file_or_version_reruns_the
         (pack / "tasks" / "pack_add.jsonl", "4 + 4?", "4 + 5?"),  # data in the task folder
         (pack / "loader.py", "rows = [{**row", "rows = [{**row, 'x': 1"),  # loader elsewhere
         (pack / "extra" / "suffix.txt", "number only", "number"),  # declared in Task.files
-        (pack / "__init__.py", '__version__ = "1.0"', '__version__ = "1.1"'),  # plugin version
+        # plugin version; a new length, so a .pyc written in the same second is not reused
+        (pack / "__init__.py", '__version__ = "1.0"', '__version__ = "1.0.1"'),
     ]
     for path, old, new in edits:
         original = path.read_text()

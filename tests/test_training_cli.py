@@ -45,7 +45,8 @@ def test_report_to_tensorboard_writes_events_tensorboard_reads(
     code, out, err = harness("run", spec, "--report-to", "tensorboard", "--run-id", "tb1")
     assert code == 0, err
     # TRL's dataset preparation is shown as the stage's progress, not as library bars.
-    assert "· sft: tokenizing train dataset 16/16" in out
+    # Only the 8 records that 2 steps of 4 use are prepared (plugins/data_prep.py).
+    assert "· sft: tokenizing train dataset 8/8" in out
     assert "Tokenizing train dataset:" not in out + err
     folder = store / "runs" / "tb1" / "tensorboard" / "1-sft"
     assert list(folder.glob("events.out.tfevents.*")), list(store.rglob("*tfevents*"))
