@@ -125,9 +125,11 @@ class RichReporter:
 
     def stop(self) -> None:
         """Take the live display down (at the end of a step, or when the run is stopped)."""
-        if self.progress_bar is not None:
-            self.progress_bar.stop()
-            self.progress_bar = None
+        # Forget the display before stopping it: an interrupt landing inside rich's stop
+        # must not make a second stop pop its render hooks again.
+        bar, self.progress_bar = self.progress_bar, None
+        if bar is not None:
+            bar.stop()
 
     def step_end(self, step: Any, cached: bool, seconds: float, result: Any) -> None:
         self.stop()

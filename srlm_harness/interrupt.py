@@ -47,7 +47,10 @@ def stop_on_signal(message: Callable[[], str], stderr_fd: int | None = None) -> 
     reader, writer = socket.socketpair()
     writer.setblocking(False)
 
+    received: list[int] = []
+
     def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
     def stop_signal(timeout: float | None) -> bool:
@@ -80,6 +83,13 @@ def stop_on_signal(message: Callable[[], str], stderr_fd: int | None = None) -> 
     thread.start()
     try:
         yield
+    except Exception as exc:
+        # The interrupt can land mid-update in a library (a progress display popping its
+        # stack, a generator half-advanced) and surface as that library's error instead:
+        # after a signal, any failure is the interrupt, and is reported as one.
+        if received:
+            raise KeyboardInterrupt(f"signal {received[0]}") from exc
+        raise
     finally:
         finished.set()
         signal.set_wakeup_fd(previous_fd)

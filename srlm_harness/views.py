@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -145,7 +146,8 @@ def execute_and_report(
         ):
             manifest = runner.execute(run_id)
     except KeyboardInterrupt:
-        reporter.stop()
+        with contextlib.suppress(Exception):  # a display half taken down by the interrupt
+            reporter.stop()
         error(interrupted_message(runner, command))
         raise SystemExit(130) from None
     table = reporter.table()
