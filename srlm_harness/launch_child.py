@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from srlm_harness.launch import set_parent_death_signal
+from srlm_harness.store import atomic_write_text
 
 
 def rank() -> int:
@@ -33,9 +34,7 @@ def writer() -> bool:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, default=str))
 
 
 def _redirect_output(log: Path) -> None:
