@@ -38,7 +38,7 @@ def wall(cmd: list[str], repeat: int) -> tuple[list[float], list[float]]:
 
 def heavy_imports(args: list[str]) -> list[str]:
     probe = (
-        "import sys\nfrom srlm_harness.cli import main\n"
+        "import sys\nfrom srlm_harness.cli.app import main\n"
         f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
         f"print('HEAVY:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )

@@ -44,7 +44,7 @@ def model_dir(args: argparse.Namespace, work: Path) -> Path:
     if args.model:
         return Path(args.model)
     if args.smollm2:
-        from srlm_harness_plugins.model_sources import resolve_smollm2_wheel
+        from srlm_harness_plugins.model_sources.builtin import resolve_smollm2_wheel
 
         cache = Path.home() / ".cache" / "srlm-harness" / "bench-models"
         resolved = resolve_smollm2_wheel("HuggingFaceTB/SmolLM2-135M-Instruct", cache)
@@ -59,7 +59,7 @@ def model_dir(args: argparse.Namespace, work: Path) -> Path:
 def run_harness(args: argparse.Namespace) -> None:
     """Child process: one harness evaluation into ``args.harness_out``."""
     from srlm_harness.api import EvalRequest, Task
-    from srlm_harness.hardware import detect
+    from srlm_harness.pipeline.hardware import detect
     from srlm_harness_plugins.lm_eval import TASKS
     from srlm_harness_plugins.lm_eval.evaluator import evaluate
 

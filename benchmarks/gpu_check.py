@@ -169,7 +169,7 @@ def peak_memory_gib() -> float | None:
 def stage_context(model_dir: Path, out: Path, config: Any, recs: list[dict[str, Any]],
                   reward: Any = None) -> Any:
     from srlm_harness.api import StageContext
-    from srlm_harness.hardware import detect
+    from srlm_harness.pipeline.hardware import detect
 
     hw = detect()  # the harness's own choices for this machine
     print(f"harness hardware: {hw.summary()}", file=sys.stderr)
@@ -184,8 +184,7 @@ def stage_context(model_dir: Path, out: Path, config: Any, recs: list[dict[str, 
 
 def sft_harness(model_dir: Path, out: Path, recs: list[dict[str, Any]], steps: int,
                 batch: int) -> dict[str, Any]:
-    from srlm_harness_plugins import sft
-
+    from srlm_harness_plugins.trl_stages import sft
     config = sft.SftConfig(max_steps=steps, batch_size=batch, lr=LR, save_steps=10**6,
                            logging_steps=1, max_length=1024,
                            trl={"include_num_input_tokens_seen": "non_padding"})
@@ -232,9 +231,8 @@ def sft_trl(variant: str, model_dir: Path, out: Path, recs: list[dict[str, Any]]
 
 def grpo_steps(model_dir: Path, out: Path, recs: list[dict[str, Any]], size: dict[str, Any]
                ) -> dict[str, Any]:
-    from srlm_harness.session import Session
-    from srlm_harness_plugins import grpo
-
+    from srlm_harness.pipeline.session import Session
+    from srlm_harness_plugins.trl_stages import grpo
     registry = Session.load(store=out / "store").registry
     n = size["generations"]
     config = grpo.GrpoConfig(max_steps=2, num_generations=n, batch_size=n * size["grpo_prompts"],
@@ -251,9 +249,9 @@ def grpo_steps(model_dir: Path, out: Path, recs: list[dict[str, Any]], size: dic
 
 def lm_eval_run(model_dir: Path, out: Path, size: dict[str, Any]) -> dict[str, Any]:
     from srlm_harness.api import EvalRequest
-    from srlm_harness.hardware import detect
-    from srlm_harness.session import Session
-    from srlm_harness.spec import resolve_tasks
+    from srlm_harness.pipeline.hardware import detect
+    from srlm_harness.pipeline.session import Session
+    from srlm_harness.pipeline.spec import resolve_tasks
     from srlm_harness_plugins.lm_eval import evaluator
 
     registry = Session.load(store=out / "store").registry
@@ -373,7 +371,7 @@ def main() -> None:
 def environment() -> dict[str, Any]:
     import torch
 
-    from srlm_harness.session import library_versions
+    from srlm_harness.pipeline.session import library_versions
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"device": gpu or "cpu", "libraries": library_versions(),

@@ -9,7 +9,7 @@ Three runs on the same model, data and number of optimizer steps, each in a fres
       this CPU (bf16 autocast where it has AVX512-BF16 or AMX, else fp32), no
       checkpointing, length-grouped batches, a thread per core;
   (c) ``harness``: the harness's ``sft`` stage, run through a StageContext, with the
-      defaults it derives from ``srlm_harness.hardware.detect()`` (``--hardware KEY=VALUE``
+      defaults it derives from ``srlm_harness.pipeline.hardware.detect()`` (``--hardware KEY=VALUE``
       overrides one, e.g. ``allocator=system`` to measure what the allocator setting buys);
   (d) ``hand-tuned-fp32`` / ``hand-tuned-bf16`` (only with ``--only``): (b) with the
       precision forced, to check the precision choice.
@@ -134,9 +134,8 @@ def cpu_has_bf16() -> bool:
 def run_harness(model_dir: Path, out: Path, records: list[dict], steps: int, batch: int,
                 overrides: dict[str, str]) -> float:
     from srlm_harness.api import StageContext
-    from srlm_harness.hardware import detect
-    from srlm_harness_plugins import sft
-
+    from srlm_harness.pipeline.hardware import detect
+    from srlm_harness_plugins.trl_stages import sft
     hw = detect(overrides)
     print(f"harness: {hw.summary()}", file=sys.stderr)
     ctx = StageContext(

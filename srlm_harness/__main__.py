@@ -1,3 +1,3 @@
-from srlm_harness.cli import main
+from srlm_harness.cli.app import main
 
 main()

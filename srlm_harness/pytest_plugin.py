@@ -45,7 +45,7 @@ def srlm_plugins(srlm_plugins_under_test: list[Any]) -> Any:
 
 @pytest.fixture
 def srlm_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from srlm_harness.store import Store
+    from srlm_harness.store.store import Store
 
     path = tmp_path / "srlm_store"
     monkeypatch.setenv("SRLM_HARNESS_STORE", str(path))

@@ -18,15 +18,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from srlm_harness.plugins import Plugins
-from srlm_harness.registry import Registry
-from srlm_harness.run import NullReporter
-from srlm_harness.session import Session
-from srlm_harness.store import Store
+from srlm_harness.pipeline.runner import NullReporter
+from srlm_harness.pipeline.session import Session
+from srlm_harness.plugin_system.manager import Plugins
+from srlm_harness.plugin_system.registry import Registry
+from srlm_harness.store.store import Store
 
 if TYPE_CHECKING:
     from srlm_harness.api import StageContext
-    from srlm_harness.plan import Plan
+    from srlm_harness.pipeline.plan import Plan
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -135,7 +135,7 @@ def isolated_plugins(*under_test: Any) -> Plugins:
     importable module path, or a module / object with hook implementations."""
     from importlib import metadata
 
-    from srlm_harness.plugins import ENTRY_POINT_GROUP
+    from srlm_harness.plugin_system.manager import ENTRY_POINT_GROUP
 
     names = {item for item in under_test if isinstance(item, str)}
     entry_points = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
@@ -176,9 +176,9 @@ def plan_pipeline(
     session: Session, spec: Mapping[str, Any] | str | Path, overrides: Sequence[str] = ()
 ) -> Plan:
     """The plan of a pipeline given as a spec mapping or a YAML file."""
-    from srlm_harness import hardware
-    from srlm_harness.plan import make_plan
-    from srlm_harness.spec import apply_overrides, load_pipeline, validate
+    from srlm_harness.pipeline import hardware
+    from srlm_harness.pipeline.plan import make_plan
+    from srlm_harness.pipeline.spec import apply_overrides, load_pipeline, validate
 
     if isinstance(spec, Mapping):
         raw, where = dict(spec), {(): "spec"}
@@ -198,7 +198,7 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Plan and run a pipeline in this process; return its run manifest (steps, metrics,
     scores, keys, ``cached`` flags)."""
-    from srlm_harness.run import Runner
+    from srlm_harness.pipeline.runner import Runner
 
     plan = plan_pipeline(session, spec, overrides)
     return Runner(session, plan, reporter or QuietReporter()).execute()
@@ -214,7 +214,7 @@ def stage_context(
     """The ``StageContext`` a run would give stage ``stage`` with ``options`` on ``model``:
     validated config, datasets, rewards, ``run_stage``, caches — with fresh folders under
     the session's store (``output_dir`` defaults to ``<store>/output/<stage>``)."""
-    from srlm_harness.run import Runner
+    from srlm_harness.pipeline.runner import Runner
 
     plan = plan_pipeline(session, {"model": str(model), "stages": [{stage: dict(options or {})}]})
     runner = Runner(session, plan, QuietReporter())

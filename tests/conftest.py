@@ -67,7 +67,7 @@ def fixture_plugins(monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def harness(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     """Run the CLI in-process: ``code, out, err = harness("run", "spec.yaml")``."""
-    from srlm_harness.cli import main
+    from srlm_harness.cli.app import main
 
     def invoke(*args: str) -> tuple[int, str, str]:
         try:

@@ -283,7 +283,7 @@ def test_an_interrupt_that_a_library_swallows_still_stops_the_run(tmp_path):
     # Ctrl-C landing in a __del__: Python prints "Exception ignored" and carries on.
     code = (
         "import time\n"
-        "from srlm_harness.interrupt import stop_on_signal\n"
+        "from srlm_harness.pipeline.interrupt import stop_on_signal\n"
         "class Resource:\n"
         "    def __del__(self):\n"
         "        print('ready', flush=True)\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from srlm_harness.hardware import detect
+from srlm_harness.pipeline.hardware import detect
 
 PLUGIN = ("--plugin", "demo_plugin")
 

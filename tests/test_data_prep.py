@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from test_sft import arithmetic_records, make_ctx
 
-from srlm_harness_plugins import data_prep, sft
+from srlm_harness_plugins.trl_stages import data_prep, sft
 
 
 def gsm8k_records(gsm8k_dir: Path) -> list[dict]:
-    from srlm_harness_plugins.datasets import gsm8k_record
+    from srlm_harness_plugins.data.sources import gsm8k_record
 
     rows = [json.loads(line) for line in (gsm8k_dir / "train.jsonl").open()]
     return [gsm8k_record(row, "train", i) for i, row in enumerate(rows)]
@@ -89,8 +89,7 @@ def test_lengths_match_what_trl_prepares(tiny_model_dir: Path, chat: bool) -> No
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from srlm_harness_plugins import training
-
+    from srlm_harness_plugins.trl_stages import common as training
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     records = [{**r, "prompt": " ".join([r["prompt"]] * (1 + i % 4))}
                for i, r in enumerate(arithmetic_records(12))]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from srlm_harness.api import UserError
-from srlm_harness.plugins import load_plugins
-from srlm_harness.registry import Registry
+from srlm_harness.plugin_system.manager import load_plugins
+from srlm_harness.plugin_system.registry import Registry
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_file_source_errors_name_the_problem(datasets, tmp_path: Path) -> None: 
 def test_leg_counting_gets_a_worked_solution_that_adds_up() -> None:
     import re
 
-    from srlm_harness_plugins.datasets import load_reasoning_gym
+    from srlm_harness_plugins.data.sources import load_reasoning_gym
 
     config = {"min_animals": 1, "max_animals": 3, "min_instances": 1, "max_instances": 4}
     records = load_reasoning_gym({"task": "leg_counting", "size": 20, "config": config}, "train")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from srlm_harness.api import StageContext, UserError
-from srlm_harness.plugins import load_plugins
-from srlm_harness.registry import Registry
+from srlm_harness.plugin_system.manager import load_plugins
+from srlm_harness.plugin_system.registry import Registry
 
 PACKAGE = Path(__file__).resolve().parent.parent / "examples" / "srlm-example-plugin"
 
@@ -77,8 +77,7 @@ def test_prune_stage_writes_a_sparse_complete_model(
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from srlm_harness import hardware
-
+    from srlm_harness.pipeline import hardware
     stage = registry.stages.get("prune")
     assert registry.stages.owner("prune") == "example"
     config = stage.config(sparsity=0.6)
@@ -129,8 +128,7 @@ def test_prune_config_rejects_typos_and_bad_values(registry: Registry) -> None:
 def test_prune_preflight_refuses_to_prune_nothing(
     registry: Registry, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from srlm_harness import hardware
-
+    from srlm_harness.pipeline import hardware
     stage = registry.stages.get("prune")
     ctx = StageContext(
         tiny_model_dir, tmp_path, stage.config(skip=["proj", "lm_head"]), 0, hardware.detect(),

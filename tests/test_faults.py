@@ -1,7 +1,7 @@
 """Faults: kill -9 at the worst moments, two processes on one store, a full disk.
 
 Each trial runs the real CLI in a subprocess on a tiny model, kills it at a point named by
-``SRLM_HARNESS_FAULT`` (see ``srlm_harness.faults.fault_point``), runs it again, and checks
+``SRLM_HARNESS_FAULT`` (see ``srlm_harness.pipeline.faults.fault_point``), runs it again, and checks
 that nothing half-written was ever committed and that the re-run gives the same results as
 a run that was never interrupted.
 """
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from srlm_harness.store import Store
+from srlm_harness.store.store import Store
 
 # A process that builds into the store's tmp/ and holds it, as seen from another PID
 # namespace: the pid in the folder name belongs to no process here.
 OTHER_CONTAINER = textwrap.dedent("""
     import os, sys
-    from srlm_harness.store import Store
+    from srlm_harness.store.store import Store
     dead = int(sys.argv[2])
     os.getpid = lambda: dead
     tmp = Store(sys.argv[1]).begin("stages")
@@ -76,7 +76,7 @@ def test_a_lock_is_exclusive_across_processes(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys
-            from srlm_harness.store import Store
+            from srlm_harness.store.store import Store
             with Store({str(tmp_path)!r}).lock("k"):
                 print("held", flush=True)
                 sys.stdin.read()
@@ -84,7 +84,7 @@ def test_a_lock_is_exclusive_across_processes(tmp_path: Path) -> None:
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    from srlm_harness.locks import try_hold
+    from srlm_harness.store.locks import try_hold
 
     assert try_hold(tmp_path / "locks" / "k.lock") is None
     os.kill(holder.pid, signal.SIGKILL)

@@ -11,12 +11,12 @@ import pytest
 from pydantic import ValidationError
 
 from srlm_harness.api import Reward, StageContext, UserError, dataset_spec
-from srlm_harness.hardware import detect
-from srlm_harness.hookspecs import hookimpl
-from srlm_harness.plugins import load_plugins
-from srlm_harness.registry import Registry
-from srlm_harness_plugins import grpo
+from srlm_harness.api.hookspecs import hookimpl
+from srlm_harness.pipeline.hardware import detect
+from srlm_harness.plugin_system.manager import load_plugins
+from srlm_harness.plugin_system.registry import Registry
 from srlm_harness_plugins.rewards import completion_text
+from srlm_harness_plugins.trl_stages import grpo
 
 
 def digit_share(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:

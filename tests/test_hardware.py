@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from srlm_harness import hardware
 from srlm_harness.api import UserError
+from srlm_harness.pipeline import hardware
 
 FLAGS = "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw{extra} xsave\n"
 
@@ -117,7 +117,7 @@ def test_detection_does_not_import_torch() -> None:
 def test_trainable_models_keep_fp32_master_weights(tiny_model_dir: Path) -> None:
     import torch
 
-    from srlm_harness_plugins.training import load_model
+    from srlm_harness_plugins.trl_stages.common import load_model
 
     hw = hardware.detect({"device": "cpu", "dtype": "bfloat16"})
     student, _ = load_model(tiny_model_dir, hw)
@@ -129,7 +129,7 @@ def test_trainable_models_keep_fp32_master_weights(tiny_model_dir: Path) -> None
 PAGE_FAULTS = """
 import json, resource, sys
 import torch
-from srlm_harness.hardware import apply_hardware, detect
+from srlm_harness.pipeline.hardware import apply_hardware, detect
 apply_hardware(detect({"allocator": sys.argv[1]}))
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

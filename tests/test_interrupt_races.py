@@ -9,8 +9,8 @@ import signal
 import pytest
 from rich.console import Console
 
-from srlm_harness.console import RichReporter
-from srlm_harness.interrupt import stop_on_signal
+from srlm_harness.cli.console import RichReporter
+from srlm_harness.pipeline.interrupt import stop_on_signal
 
 
 def test_a_library_error_raised_after_a_signal_is_reported_as_the_interrupt() -> None:

@@ -9,9 +9,10 @@ import pytest
 from test_sft import arithmetic_records, make_ctx
 
 from srlm_harness.api import StageType, UserError
-from srlm_harness.hardware import detect
+from srlm_harness.pipeline.hardware import detect
 from srlm_harness.testing import make_tiny_model, make_tokenizer
-from srlm_harness_plugins import kd, training
+from srlm_harness_plugins.trl_stages import common as training
+from srlm_harness_plugins.trl_stages import kd
 
 
 @pytest.fixture(scope="module")

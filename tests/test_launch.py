@@ -17,7 +17,7 @@ import pytest
 from test_integration import problems  # noqa: F401 - the fixture
 
 from srlm_harness.api import UserError
-from srlm_harness_plugins import training
+from srlm_harness_plugins.trl_stages import common as training
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_bad_launch_settings_are_one_line_errors_before_anything_runs(
 
 
 def test_launch_flags_reach_accelerate_launch(tmp_path: Path) -> None:
-    from srlm_harness.launch import accelerate_command, parse_launch
+    from srlm_harness.pipeline.launch import accelerate_command, parse_launch
 
     config = tmp_path / "fsdp.yaml"
     config.write_text("distributed_type: FSDP\n")
@@ -129,10 +129,10 @@ def test_global_batch_is_split_over_processes() -> None:
 def test_cache_key_ignores_process_count_and_logging_settings(
     tiny_model_dir, sums, store, tmp_path
 ):  # type: ignore[no-untyped-def]
-    from srlm_harness.hardware import detect
-    from srlm_harness.plan import make_plan
-    from srlm_harness.session import Session
-    from srlm_harness.spec import load_pipeline
+    from srlm_harness.pipeline.hardware import detect
+    from srlm_harness.pipeline.plan import make_plan
+    from srlm_harness.pipeline.session import Session
+    from srlm_harness.pipeline.spec import load_pipeline
 
     session = Session.load(store=store)
     spec = write_spec(tmp_path / "p.yaml", tiny_model_dir,
@@ -156,8 +156,7 @@ def test_trl_block_reaches_the_trainer_config(tiny_model_dir, tmp_path) -> None:
     from test_sft import make_ctx
     from trl import SFTConfig
 
-    from srlm_harness_plugins import sft
-
+    from srlm_harness_plugins.trl_stages import sft
     options = sft.SftConfig(trl={"neftune_noise_alpha": 5.0, "save_total_limit": 3})
     ctx = make_ctx(tmp_path, tiny_model_dir, options)
     args = training.trainer_arguments(SFTConfig, ctx, trl=options.trl,
@@ -274,7 +273,7 @@ def _children_of(folder: Path) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if str(folder) in cmdline and "srlm_harness.launch_child" in cmdline:
+        if str(folder) in cmdline and "srlm_harness.pipeline.launch_child" in cmdline:
             found.append(int(proc.name))
     return found
 

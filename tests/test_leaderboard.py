@@ -18,8 +18,7 @@ import pytest
 import yaml
 
 from srlm_harness.api import UserError
-from srlm_harness.board_render import rank_entries, render_board, script_json
-from srlm_harness.leaderboard import (
+from srlm_harness.leaderboard.board import (
     SCHEMA,
     board_path,
     build_entry,
@@ -28,6 +27,7 @@ from srlm_harness.leaderboard import (
     publish_run,
     validate_board,
 )
+from srlm_harness.leaderboard.render import rank_entries, render_board, script_json
 
 DATA = {"local": {"test": "/data/gsm8k/test.jsonl"}, "sha256": {"test": "cd" * 32}}
 EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">|**x**'
@@ -322,7 +322,7 @@ def test_invalid_entry_files_are_reported_and_skipped(store: Path, boards: Path)
 
 
 def test_lm_eval_style_sample_lines_are_recomputed_per_filter(tmp_path: Path) -> None:
-    from srlm_harness.leaderboard import recompute_score
+    from srlm_harness.leaderboard.board import recompute_score
 
     log = tmp_path / "samples.jsonl"
     lines = [{"doc_id": i, "filter": f, "exact_match": float(ok)}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_leaderboard import EVIL, make_run
 
-from srlm_harness.leaderboard import publish_run
+from srlm_harness.leaderboard.board import publish_run
 
 CHROMIUM = os.environ.get("SRLM_HARNESS_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -108,7 +108,7 @@ def _shot(page, tmp_path: Path, name: str) -> Path:
 
 
 def test_board_fits_1280_pixels_with_full_labels(browser, board: Path, tmp_path: Path) -> None:
-    from srlm_harness.board_render import pipeline_label
+    from srlm_harness.leaderboard.render import pipeline_label
 
     page = browser.new_page()
     page.goto((board / "index.html").as_uri())
@@ -136,7 +136,7 @@ def test_board_fits_1280_pixels_with_full_labels(browser, board: Path, tmp_path:
 
 
 def test_an_empty_board_says_so(browser, tmp_path: Path) -> None:
-    from srlm_harness.board_render import render_board
+    from srlm_harness.leaderboard.render import render_board
 
     empty = tmp_path / "leaderboards" / "empty"
     (empty / "entries").mkdir(parents=True)
@@ -153,7 +153,7 @@ def test_an_empty_board_says_so(browser, tmp_path: Path) -> None:
 
 
 def test_study_plot_loads_in_the_browser(browser, tmp_path: Path) -> None:
-    from srlm_harness.study_report import write_report
+    from srlm_harness.study.report import write_report
 
     samples = tmp_path / "samples.jsonl"
     samples.write_text("".join('{"correct": %s}\n' % ("true" if i % 3 else "false")

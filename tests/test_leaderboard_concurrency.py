@@ -9,8 +9,8 @@ from pathlib import Path
 
 from test_leaderboard import make_run
 
-from srlm_harness.board_render import render_board
-from srlm_harness.leaderboard import publish_run, validate_board
+from srlm_harness.leaderboard.board import publish_run, validate_board
+from srlm_harness.leaderboard.render import render_board
 
 PROCESSES, EACH = 8, 25
 
@@ -18,8 +18,8 @@ PROCESSES, EACH = 8, 25
 def _publish_many(manifest: dict, root: str, count: int, vary: bool = True) -> list[str]:
     """Publish ``count`` results of ``manifest``'s run: distinct final evaluations (as many
     checkpoints of one run would have) unless ``vary`` is False."""
-    from srlm_harness.plugins import load_plugins
-    from srlm_harness.registry import Registry
+    from srlm_harness.plugin_system.manager import load_plugins
+    from srlm_harness.plugin_system.registry import Registry
 
     registry = Registry(load_plugins())
     locations = []

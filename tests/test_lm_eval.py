@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from srlm_harness.api import EvalRequest, Task, UserError
-from srlm_harness.hardware import detect
+from srlm_harness.pipeline.hardware import detect
 from srlm_harness_plugins.lm_eval import TASKS, TASKS_DIR
 from srlm_harness_plugins.lm_eval.evaluator import evaluate, fingerprint
 

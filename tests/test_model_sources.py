@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from srlm_harness.api import ModelSource, ResolvedModel, UserError
-from srlm_harness.plugins import load_plugins
-from srlm_harness.registry import Registry
+from srlm_harness.plugin_system.manager import load_plugins
+from srlm_harness.plugin_system.registry import Registry
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 

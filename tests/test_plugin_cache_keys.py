@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from srlm_harness import hardware
 from srlm_harness.api import DatasetSource, StageResult, StageType
-from srlm_harness.hookspecs import hookimpl
-from srlm_harness.plan import make_plan
-from srlm_harness.plugins import load_plugins
-from srlm_harness.registry import Registry
-from srlm_harness.spec import load_pipeline
-from srlm_harness.store import Store
+from srlm_harness.api.hookspecs import hookimpl
+from srlm_harness.pipeline import hardware
+from srlm_harness.pipeline.plan import make_plan
+from srlm_harness.pipeline.spec import load_pipeline
+from srlm_harness.plugin_system.manager import load_plugins
+from srlm_harness.plugin_system.registry import Registry
+from srlm_harness.store.store import Store
 
 PACK = Path(__file__).resolve().parent / "fixture_plugins" / "task_pack"
 

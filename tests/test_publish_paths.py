@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from srlm_harness.leaderboard import spec_boards_root
+from srlm_harness.leaderboard.board import spec_boards_root
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def test_boards_root_is_the_specs_project(project: Path, monkeypatch) -> None:  
     assert spec_boards_root(project / "missing.yaml") is None
     # Without any project marker above it, the spec's own folder.
     (project / "pyproject.toml").unlink()
-    monkeypatch.setattr("srlm_harness.leaderboard.PROJECT_MARKERS", ("no-such-marker",))
+    monkeypatch.setattr("srlm_harness.leaderboard.board.PROJECT_MARKERS", ("no-such-marker",))
     assert spec_boards_root(spec) == spec.parent / "leaderboards"
     # The environment variable still wins.
     monkeypatch.setenv("SRLM_HARNESS_LEADERBOARDS", str(project / "boards"))

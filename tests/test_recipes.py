@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from srlm_harness.plugins import load_plugins
-from srlm_harness.registry import Registry
-from srlm_harness.spec import load_pipeline
-from srlm_harness.study import parse_study
+from srlm_harness.pipeline.spec import load_pipeline
+from srlm_harness.plugin_system.manager import load_plugins
+from srlm_harness.plugin_system.registry import Registry
+from srlm_harness.study.spec import parse_study
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "srlm_harness" / "recipes"
@@ -24,7 +24,6 @@ def registry() -> Registry:
 
 def test_there_are_recipes() -> None:
     from srlm_harness import recipes
-
     names = recipes.names()
     assert {"quickstart", "reference/study", "smollm2-cpu/study"} <= set(names)
     assert len([n for n in names if n.startswith("reference/")]) >= 16

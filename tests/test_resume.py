@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from test_sft import arithmetic_records, make_ctx
 
-from srlm_harness_plugins import sft, training
+from srlm_harness_plugins.trl_stages import common as training
+from srlm_harness_plugins.trl_stages import sft
 
 # 24 records in batches of 8: three optimizer steps per epoch, nine in all.
 RECORDS = arithmetic_records(24, seed=3)

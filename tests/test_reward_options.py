@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from srlm_harness.api import Reward, UserError
-from srlm_harness.hookspecs import hookimpl
+from srlm_harness.api.hookspecs import hookimpl
 from srlm_harness.testing import plan_pipeline
 
 CALLS: list[dict[str, Any]] = []

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from srlm_harness.api import UserError
-from srlm_harness.plugins import load_plugins
-from srlm_harness.registry import Registry
+from srlm_harness.plugin_system.manager import load_plugins
+from srlm_harness.plugin_system.registry import Registry
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_accuracy_uses_each_records_verifier(rewards) -> None:  # type: ignore[n
 
 @pytest.mark.gsm8k
 def test_accuracy_accepts_gold_solutions_and_rejects_others(rewards, gsm8k_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    from srlm_harness_plugins.datasets import load_gsm8k
+    from srlm_harness_plugins.data.sources import load_gsm8k
 
     records = load_gsm8k({"data_dir": str(gsm8k_dir.parent)}, "test")[:40]
     answers = [r["answer"] for r in records]

@@ -10,7 +10,7 @@ import pytest
 from test_core_pipeline import PLUGIN, write_spec
 from test_leaderboard import boards, make_run  # noqa: F401 - fixture
 
-from srlm_harness.names import check_name, is_safe_name
+from srlm_harness.util.names import check_name, is_safe_name
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_reusing_a_run_id_is_a_one_line_error(env, harness, tiny_model_dir, stor
 
 
 def test_an_export_cannot_write_outside_its_folder(store: Path, tmp_path: Path, harness) -> None:
-    from srlm_harness.leaderboard import build_entry
+    from srlm_harness.leaderboard.board import build_entry
 
     entry = build_entry(make_run(store, "r1", 0.5))
     entry["final"]["scores"][0]["task"] = "../../x"
@@ -105,10 +105,9 @@ def test_model_args_trust_remote_code_needs_the_top_level_opt_in(env, harness, t
 def test_training_a_custom_code_model_is_refused_without_opt_in(tmp_path, tiny_model_dir):
     from test_sft import make_ctx
 
-    from srlm_harness import remote_code
     from srlm_harness.api import UserError
-    from srlm_harness_plugins import sft
-
+    from srlm_harness.pipeline import remote_code
+    from srlm_harness_plugins.trl_stages import sft
     model = custom_code_model(tiny_model_dir, tmp_path / "custom")
     ctx = make_ctx(tmp_path, model, sft.SftConfig(max_steps=1, batch_size=8))
     with remote_code.allow(False), pytest.raises(UserError, match="needs its own Python code"):
@@ -123,7 +122,7 @@ def test_the_opt_in_is_printed_and_recorded(env, harness, tiny_model_dir, store)
     assert "trust_remote_code: true" in out + err
     manifest = json.loads(next((store / "runs").glob("*/manifest.json")).read_text())
     assert manifest["trust_remote_code"] is True and manifest["spec"]["trust_remote_code"]
-    from srlm_harness.leaderboard import build_entry
+    from srlm_harness.leaderboard.board import build_entry
 
     assert build_entry(manifest, store=store)["trust_remote_code"] is True
 

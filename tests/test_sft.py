@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from srlm_harness.api import StageContext, StageType, UserError
-from srlm_harness.hardware import detect
-from srlm_harness_plugins import sft, training
+from srlm_harness.pipeline.hardware import detect
+from srlm_harness_plugins.trl_stages import common as training
+from srlm_harness_plugins.trl_stages import sft
 
 
 def arithmetic_records(n: int = 32, seed: int = 0) -> list[dict[str, Any]]:
@@ -179,8 +180,7 @@ def test_base_model_gets_the_plain_format(tmp_path: Path, tiny_model_dir: Path) 
 
 
 def test_templates_make_training_match_an_evaluation_format() -> None:
-    from srlm_harness_plugins import training
-
+    from srlm_harness_plugins.trl_stages import common as training
     record = {"prompt": "What is 2+2?", "answer": "4", "solution": "2+2=4"}
     out = training.templated(record, "{question}\nAnswer in <answer> tags.",
                              "{solution}\n<answer>{answer}</answer>")

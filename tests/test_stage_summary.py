@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from srlm_harness.console import RichReporter
+from srlm_harness.cli.console import RichReporter
 from srlm_harness.testing import plan_pipeline
 
 

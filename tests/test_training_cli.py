@@ -45,7 +45,8 @@ def test_report_to_tensorboard_writes_events_tensorboard_reads(
     code, out, err = harness("run", spec, "--report-to", "tensorboard", "--run-id", "tb1")
     assert code == 0, err
     # TRL's dataset preparation is shown as the stage's progress, not as library bars.
-    # Only the 8 records that 2 steps of 4 use are prepared (plugins/data_prep.py).
+    # Only the 8 records that 2 steps of 4 use are prepared
+    # (plugins/srlm_harness_plugins/trl_stages/data_prep.py).
     assert "· sft: tokenizing train dataset 8/8" in out
     assert "Tokenizing train dataset:" not in out + err
     folder = store / "runs" / "tb1" / "tensorboard" / "1-sft"
@@ -82,7 +83,7 @@ def test_max_length_below_the_prompts_says_how_long_they_are(
 
 
 def test_library_errors_caused_by_settings_name_the_key() -> None:
-    from srlm_harness.library_errors import translate
+    from srlm_harness.pipeline.library_errors import translate
     from srlm_harness.testing import make_tokenizer
 
     class Step:

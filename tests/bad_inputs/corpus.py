@@ -306,7 +306,7 @@ def entry_file(mutate: Callable[[dict[str, Any]], Any]) -> Callable[[Path], Any]
     def build(target: Path, model: Path) -> None:
         from test_leaderboard import make_run
 
-        from srlm_harness.leaderboard import build_entry
+        from srlm_harness.leaderboard.board import build_entry
 
         # One evaluation (no base), so each problem is reported once.
         entry = build_entry(make_run(target.parent / "entry-store", "r1", 0.5, stages=()))

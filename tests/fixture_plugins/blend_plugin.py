@@ -8,7 +8,7 @@ import os
 from pydantic import BaseModel, ConfigDict, Field
 
 from srlm_harness.api import Reference, StageResult, StageType
-from srlm_harness.hookspecs import hookimpl
+from srlm_harness.api.hookspecs import hookimpl
 
 
 class BlendConfig(BaseModel):

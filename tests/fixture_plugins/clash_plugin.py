@@ -3,7 +3,7 @@
 from pydantic import BaseModel
 
 from srlm_harness.api import StageResult, StageType
-from srlm_harness.hookspecs import hookimpl
+from srlm_harness.api.hookspecs import hookimpl
 
 
 class Config(BaseModel):

@@ -26,7 +26,7 @@ from srlm_harness.api import (
     TaskScore,
     UserError,
 )
-from srlm_harness.hookspecs import hookimpl
+from srlm_harness.api.hookspecs import hookimpl
 
 
 #: Every stage execution appends a line here when SRLM_TEST_STAGE_LOG is set, so tests can

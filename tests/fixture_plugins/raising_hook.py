@@ -1,6 +1,6 @@
 """A plugin whose registration hook raises."""
 
-from srlm_harness.hookspecs import hookimpl
+from srlm_harness.api.hookspecs import hookimpl
 
 
 @hookimpl

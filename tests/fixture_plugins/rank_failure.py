@@ -9,7 +9,7 @@ import shutil
 from pydantic import BaseModel, ConfigDict, Field
 
 from srlm_harness.api import StageResult, StageType
-from srlm_harness.hookspecs import hookimpl
+from srlm_harness.api.hookspecs import hookimpl
 
 
 class FailConfig(BaseModel):

@@ -26,7 +26,7 @@ from srlm_harness.api import (
     Task,
     UserError,
 )
-from srlm_harness.hookspecs import hookimpl
+from srlm_harness.api.hookspecs import hookimpl
 
 __version__ = "0.2.0"
 

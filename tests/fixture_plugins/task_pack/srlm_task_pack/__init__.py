@@ -4,7 +4,7 @@ outside it, and a declared file the loader reads."""
 from pathlib import Path
 
 from srlm_harness.api import Task
-from srlm_harness.hookspecs import hookimpl
+from srlm_harness.api.hookspecs import hookimpl
 
 __version__ = "1.0"
 

@@ -1,0 +1,1 @@
+"""Dataset sources: GSM8K, reasoning-gym generators and local files."""

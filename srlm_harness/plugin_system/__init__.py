@@ -1,0 +1,1 @@
+"""Loading plugins (entry points, allow-list) and the registries of what they register."""

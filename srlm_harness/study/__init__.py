@@ -1,0 +1,1 @@
+"""Studies: a grid of pipelines and seeds, its statistics and its report."""
