@@ -1,6 +1,8 @@
 """The public plugin API: the types plugins register and receive, the hook markers, the
 errors they raise. Import from here (``from srlm_harness.api import StageType, hookimpl``);
-the submodules are ``types`` (data types) and ``hookspecs`` (the hooks, documented).
+the submodules are ``types`` (data types) and ``hookspecs`` (the hooks, documented). The
+file utilities (atomic writes with fsync, sha256) and ``did_you_mean`` are here too, so a
+plugin writes its files with the same guarantees as the core.
 """
 
 from srlm_harness.api.hookspecs import hookimpl, hookspec
@@ -26,6 +28,15 @@ from srlm_harness.api.types import (
     dataset_spec,
     reward_setting,
 )
+from srlm_harness.util.fs import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    file_sha256,
+    read_json,
+)
+from srlm_harness.util.suggestions import did_you_mean
 
 __all__ = [
     "DatasetSource",
@@ -46,8 +57,15 @@ __all__ = [
     "Task",
     "TaskScore",
     "UserError",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
     "dataset_spec",
+    "did_you_mean",
+    "file_sha256",
     "hookimpl",
     "hookspec",
+    "read_json",
     "reward_setting",
 ]

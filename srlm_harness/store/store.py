@@ -20,12 +20,10 @@ for a finished one, whatever kills the process.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +32,14 @@ from typing import Any
 from srlm_harness.api import UserError
 from srlm_harness.pipeline.faults import fault_point
 from srlm_harness.store.locks import drop, hold, try_hold, unheld
+from srlm_harness.util.fs import (  # noqa: F401  (atomic_write_*, read_json, writing: re-exported)
+    atomic_write_json,
+    atomic_write_text,
+    fsync_dir,
+    fsync_tree,
+    read_json,
+    writing,
+)
 from srlm_harness.util.names import check_name
 
 MANIFEST = "manifest.json"
@@ -42,56 +48,6 @@ KINDS = ("stages", "evals")
 
 def default_root() -> Path:
     return Path(os.environ.get("SRLM_HARNESS_STORE") or "runs")
-
-
-#: Errors that mean "this disk will not take the write": the user's to fix, not a bug.
-_DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
-
-
-@contextlib.contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """Turn a full, read-only or forbidden disk into a one-line UserError naming ``path``."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in _DISK_ERRORS:
-            raise
-        raise UserError(
-            f"cannot write ({exc.strerror})", str(path),
-            "free some space, or point --store / the board root at a writable folder",
-        ) from None
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never half."""
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{what} not found", str(path)) from None
-    except (OSError, ValueError) as exc:
-        raise UserError(
-            f"{what} is corrupt ({exc})", str(path), "delete that folder and run again"
-        ) from None
 
 
 class Store:
@@ -136,7 +92,7 @@ class Store:
         """Write the manifest into ``tmp`` and move it into place as the finished entry."""
         manifest = {**manifest, "key": key}
         atomic_write_json(tmp / MANIFEST, manifest)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         final = self.path(kind, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         fault_point("commit")
@@ -144,7 +100,7 @@ class Store:
             self.discard(tmp)
             return final
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         self._release(tmp)
         return final
 
@@ -344,24 +300,6 @@ def safetensors_problem(path: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         return f"unreadable header: {type(exc).__name__}"
     return f"{actual} bytes, the header promises {need}" if actual < need else None
-
-
-def _fsync_tree(root: Path) -> None:
-    """Flush every file of a finished artifact to disk before it is published by rename."""
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            with contextlib.suppress(OSError), open(os.path.join(dirpath, name), "rb") as f:
-                os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _owner_lock(tmp: Path) -> Path:
