@@ -129,6 +129,20 @@ def make_tiny_model(
 HARNESS_DIST = "srlm-harness"
 
 
+def builtin_plugin_names() -> set[str]:
+    """The entry-point names of the built-in plugins (those of the harness's distribution):
+    what ``SRLM_HARNESS_PLUGINS`` lists to load them and nothing else installed."""
+    from importlib import metadata
+
+    from srlm_harness.plugin_system.manager import ENTRY_POINT_GROUP
+
+    return {
+        ep.name
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+        if ep.dist is not None and ep.dist.name == HARNESS_DIST
+    }
+
+
 def isolated_plugins(*under_test: Any) -> Plugins:
     """The built-in plugins plus ``under_test`` only, whatever else is installed or set in
     the environment. Each item is an entry-point name of an installed plugin, an
@@ -139,11 +153,7 @@ def isolated_plugins(*under_test: Any) -> Plugins:
 
     names = {item for item in under_test if isinstance(item, str)}
     entry_points = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
-    only = {
-        ep.name
-        for ep in entry_points
-        if ep.name in names or (ep.dist is not None and ep.dist.name == HARNESS_DIST)
-    }
+    only = builtin_plugin_names() | {ep.name for ep in entry_points if ep.name in names}
     plugins = Plugins()
     plugins.load_entry_points(set(), only=only)
     for item in under_test:
@@ -224,3 +234,71 @@ def stage_context(
     Path(ctx.checkpoint_dir).mkdir(parents=True, exist_ok=True)
     Path(ctx.work_dir).mkdir(parents=True, exist_ok=True)
     return ctx
+
+
+# --------------------------------------------------------------------------- a stage on its own
+
+
+def arithmetic_records(n: int = 32, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` addition word problems as dataset records (``prompt``, ``answer``, ``solution``
+    in the GSM8K style ``... #### N``): training data a tiny model learns in seconds."""
+    rng = random.Random(seed)
+    records = []
+    for _ in range(n):
+        a, b = rng.randint(1, 40), rng.randint(1, 40)
+        records.append({
+            "prompt": f"Ann has {a} pens and gets {b} more. How many pens?",
+            "answer": str(a + b),
+            "solution": f"{a} + {b} = {a + b}. #### {a + b}",
+        })
+    return records
+
+
+class ProgressLog(list[tuple[int, int, str]]):
+    """A ``progress(done, total, description)`` callback that keeps every call."""
+
+    def __call__(self, done: int, total: int, description: str) -> None:
+        self.append((done, total, description))
+
+
+def make_stage_context(
+    folder: Path,
+    model: Path,
+    config: Any,
+    records: list[dict[str, Any]] | None = None,
+    registry: Registry | None = None,
+    **fields: Any,
+) -> StageContext:
+    """A ``StageContext`` for calling a stage's ``run`` / ``preflight`` directly, without a
+    plan or a store: outputs under ``folder`` (``out/``, ``checkpoints/``, ``work/``), on
+    fp32 CPU-detected hardware, seed 0. Every dataset reads ``records`` (default:
+    :func:`arithmetic_records`, cut to the spec's ``limit``), or, with ``registry``, the
+    registered dataset the spec names; rewards come from ``registry``. Progress calls are
+    kept in ``ctx.progress`` (a :class:`ProgressLog`). ``fields`` override any field."""
+    from srlm_harness.api import StageContext, UserError, dataset_spec
+    from srlm_harness.pipeline.hardware import detect
+
+    data = records if records is not None else arithmetic_records()
+
+    def load_dataset(value: Any) -> list[dict[str, Any]]:
+        if registry is None:
+            limit = value.get("limit") if isinstance(value, Mapping) else None
+            return [dict(r) for r in data][: limit or None]
+        spec = dataset_spec(value)
+        options = {k: v for k, v in spec.items() if k not in ("name", "split", "limit")}
+        found = registry.datasets.get(spec["name"]).load(options, spec["split"])
+        return list(found[: spec.get("limit") or None])
+
+    def reward(name: str) -> Any:
+        if registry is None:
+            raise UserError(f"reward '{name}' asked of a context built without a registry")
+        return registry.rewards.get(name, where=f"stage {fields.get('stage_name') or '?'}")
+
+    values: dict[str, Any] = dict(
+        input_model=Path(model), output_dir=Path(folder) / "out", config=config, seed=0,
+        hardware=detect({"dtype": "float32", "gradient_checkpointing": False}),
+        checkpoint_dir=Path(folder) / "checkpoints", work_dir=Path(folder) / "work",
+        load_dataset=load_dataset, resolve_model=lambda ref: Path(model), reward=reward,
+        progress=ProgressLog(), log=lambda message: None,
+    )
+    return StageContext(**{**values, **fields})

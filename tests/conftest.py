@@ -28,6 +28,22 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
+def builtin_plugins() -> str:
+    """``SRLM_HARNESS_PLUGINS`` for the built-in plugins only."""
+    from srlm_harness.testing import builtin_plugin_names
+
+    return ",".join(sorted(builtin_plugin_names()))
+
+
+@pytest.fixture(autouse=True)
+def _pinned_plugins(monkeypatch: pytest.MonkeyPatch, builtin_plugins: str) -> None:
+    # Tests see the built-in plugins only (and those a test adds with --plugin or inline):
+    # a plugin installed in the environment must not change what they check. A test that
+    # needs an installed plugin adds its name to the allow-list.
+    monkeypatch.setenv("SRLM_HARNESS_PLUGINS", builtin_plugins)
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Qwen2 model directory (read-only by convention: copy before changing)."""
     from srlm_harness.testing import make_tiny_model

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_sft import arithmetic_records, make_ctx
 
+from srlm_harness.testing import arithmetic_records
+from srlm_harness.testing import make_stage_context as make_ctx
 from srlm_harness_plugins.trl_stages import data_prep, sft
 
 

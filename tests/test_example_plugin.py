@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from srlm_harness.api import StageContext, UserError
+from srlm_harness.api import UserError
 from srlm_harness.plugin_system.manager import load_plugins
 from srlm_harness.plugin_system.registry import Registry
+from srlm_harness.testing import make_stage_context
 
 PACKAGE = Path(__file__).resolve().parent.parent / "examples" / "srlm-example-plugin"
 
@@ -32,6 +33,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True, capture_output=True, text=True, env={**os.environ, "PIP_NO_INPUT": "1"},
     )
     return target
+
+
+@pytest.fixture(autouse=True)
+def _allow_example(monkeypatch: pytest.MonkeyPatch, builtin_plugins: str) -> None:
+    monkeypatch.setenv("SRLM_HARNESS_PLUGINS", f"{builtin_plugins},example")
 
 
 @pytest.fixture
@@ -84,12 +90,8 @@ def test_prune_stage_writes_a_sparse_complete_model(
     output = tmp_path / "out"
     output.mkdir()
     progress: list[tuple[int, int]] = []
-    ctx = StageContext(
-        input_model=tiny_model_dir, output_dir=output, config=config, seed=0,
-        hardware=hardware.detect(), checkpoint_dir=tmp_path / "ckpt", work_dir=tmp_path / "work",
-        load_dataset=lambda spec: [], resolve_model=Path, reward=lambda name: None,  # type: ignore
-        progress=lambda done, total, text: progress.append((done, total)), log=lambda msg: None,
-    )
+    ctx = make_stage_context(tmp_path, tiny_model_dir, config, hardware=hardware.detect(),
+                             progress=lambda done, total, text: progress.append((done, total)))
     stage.preflight(ctx)  # type: ignore[misc]
     result = stage.run(ctx)
 
@@ -130,11 +132,8 @@ def test_prune_preflight_refuses_to_prune_nothing(
 ) -> None:
     from srlm_harness.pipeline import hardware
     stage = registry.stages.get("prune")
-    ctx = StageContext(
-        tiny_model_dir, tmp_path, stage.config(skip=["proj", "lm_head"]), 0, hardware.detect(),
-        tmp_path, tmp_path, lambda spec: [], Path, lambda name: None,  # type: ignore[arg-type]
-        lambda *a: None, lambda msg: None,
-    )
+    ctx = make_stage_context(tmp_path, tiny_model_dir, stage.config(skip=["proj", "lm_head"]),
+                             hardware=hardware.detect())
     with pytest.raises(UserError, match="no linear layer left to prune"):
         stage.preflight(ctx)  # type: ignore[misc]
 

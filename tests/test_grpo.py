@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from srlm_harness.api import Reward, StageContext, UserError, dataset_spec
+from srlm_harness.api import Reward, StageContext, UserError
 from srlm_harness.api.hookspecs import hookimpl
 from srlm_harness.pipeline.hardware import detect
 from srlm_harness.plugin_system.manager import load_plugins
 from srlm_harness.plugin_system.registry import Registry
+from srlm_harness.testing import make_stage_context
 from srlm_harness_plugins.rewards import completion_text
 from srlm_harness_plugins.trl_stages import grpo
 
@@ -64,24 +65,9 @@ def questions(tmp_path: Path) -> Path:
 def stage_context(registry: Registry, config: dict[str, Any], model: Path, tmp: Path,
                   hardware: Any, logs: list[str] | None = None) -> StageContext:
     """What the core hands a stage: validated config, datasets and rewards by name."""
-    def load_dataset(value: Any) -> list[dict[str, Any]]:
-        spec = dataset_spec(value)
-        options = {k: v for k, v in spec.items() if k not in ("name", "split", "limit")}
-        records = registry.datasets.get(spec["name"]).load(options, spec["split"])
-        return records[: spec.get("limit") or None]
-
-    return StageContext(
-        input_model=model,
-        output_dir=tmp / "out",
-        config=grpo.GrpoConfig.model_validate(config),
-        seed=0,
-        hardware=hardware,
-        checkpoint_dir=tmp / "checkpoints",
-        work_dir=tmp / "work",
-        load_dataset=load_dataset,
-        resolve_model=Path,
-        reward=lambda name: registry.rewards.get(name, where="stage grpo"),
-        progress=lambda done, total, description: None,
+    return make_stage_context(
+        tmp, model, grpo.GrpoConfig.model_validate(config), registry=registry,
+        hardware=hardware, resolve_model=Path, stage_name="grpo",
         log=(logs if logs is not None else []).append,
     )
 

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from test_sft import arithmetic_records, make_ctx
 
 from srlm_harness.api import StageType, UserError
 from srlm_harness.pipeline.hardware import detect
-from srlm_harness.testing import make_tiny_model, make_tokenizer
+from srlm_harness.testing import arithmetic_records, make_tiny_model, make_tokenizer
+from srlm_harness.testing import make_stage_context as make_ctx
 from srlm_harness_plugins.trl_stages import common as training
 from srlm_harness_plugins.trl_stages import kd
 

@@ -153,9 +153,9 @@ def test_cache_key_ignores_process_count_and_logging_settings(
 
 
 def test_trl_block_reaches_the_trainer_config(tiny_model_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from test_sft import make_ctx
     from trl import SFTConfig
 
+    from srlm_harness.testing import make_stage_context as make_ctx
     from srlm_harness_plugins.trl_stages import sft
     options = sft.SftConfig(trl={"neftune_noise_alpha": 5.0, "save_total_limit": 3})
     ctx = make_ctx(tmp_path, tiny_model_dir, options)

@@ -8,8 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_sft import arithmetic_records, make_ctx
 
+from srlm_harness.testing import arithmetic_records
+from srlm_harness.testing import make_stage_context as make_ctx
 from srlm_harness_plugins.trl_stages import common as training
 from srlm_harness_plugins.trl_stages import sft
 

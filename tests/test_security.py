@@ -103,10 +103,9 @@ def test_model_args_trust_remote_code_needs_the_top_level_opt_in(env, harness, t
 
 
 def test_training_a_custom_code_model_is_refused_without_opt_in(tmp_path, tiny_model_dir):
-    from test_sft import make_ctx
-
     from srlm_harness.api import UserError
     from srlm_harness.pipeline import remote_code
+    from srlm_harness.testing import make_stage_context as make_ctx
     from srlm_harness_plugins.trl_stages import sft
     model = custom_code_model(tiny_model_dir, tmp_path / "custom")
     ctx = make_ctx(tmp_path, model, sft.SftConfig(max_steps=1, batch_size=8))

@@ -2,52 +2,17 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from srlm_harness.api import StageContext, StageType, UserError
+from srlm_harness.api import StageType, UserError
 from srlm_harness.pipeline.hardware import detect
+from srlm_harness.testing import arithmetic_records
+from srlm_harness.testing import make_stage_context as make_ctx
 from srlm_harness_plugins.trl_stages import common as training
 from srlm_harness_plugins.trl_stages import sft
-
-
-def arithmetic_records(n: int = 32, seed: int = 0) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    records = []
-    for _ in range(n):
-        a, b = rng.randint(1, 40), rng.randint(1, 40)
-        records.append({
-            "prompt": f"Ann has {a} pens and gets {b} more. How many pens?",
-            "answer": str(a + b),
-            "solution": f"{a} + {b} = {a + b}. #### {a + b}",
-        })
-    return records
-
-
-def make_ctx(tmp_path: Path, model_dir: Path, config: Any, records=None, **over) -> StageContext:
-    data = records if records is not None else arithmetic_records()
-    seen: list[tuple[int, int, str]] = []
-    ctx = StageContext(
-        input_model=model_dir,
-        output_dir=tmp_path / "out",
-        config=config,
-        seed=0,
-        hardware=detect({"dtype": "float32", "gradient_checkpointing": False}),
-        checkpoint_dir=tmp_path / "checkpoints",
-        work_dir=tmp_path / "work",
-        load_dataset=lambda spec: [dict(r) for r in data][: spec.get("limit") or None],
-        resolve_model=lambda ref: model_dir,
-        reward=lambda name: None,  # type: ignore[arg-type,return-value]
-        progress=lambda done, total, what: seen.append((done, total, what)),
-        log=lambda msg: None,
-    )
-    ctx.seen = seen  # type: ignore[attr-defined]
-    for key, value in over.items():
-        setattr(ctx, key, value)
-    return ctx
 
 
 def completion_nll(model_dir: Path, records: list[dict[str, Any]]) -> float:
@@ -110,7 +75,7 @@ def test_full_sft_lowers_the_answer_loss(tmp_path: Path, tiny_model_dir: Path, d
     assert result.metrics["prompt_format"] == "chat"
     for name in ("config.json", "generation_config.json", "tokenizer.json", "chat_template.jinja"):
         assert (ctx.output_dir / name).is_file(), name
-    assert ctx.seen[-1][:2] == (30, 30)  # type: ignore[attr-defined]
+    assert ctx.progress[-1][:2] == (30, 30)  # type: ignore[index]
 
 
 def test_lora_merges_into_a_reloadable_model(tmp_path: Path, tiny_model_dir: Path) -> None:

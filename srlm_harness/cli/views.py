@@ -11,6 +11,14 @@ from rich.table import Table
 
 from srlm_harness.api import UserError
 from srlm_harness.cli.console import RichReporter, console, error, esc, fmt_delta, fmt_score
+from srlm_harness.store.manifest import RunManifest
+
+
+def typed_run(manifest: RunManifest | dict[str, Any]) -> RunManifest:
+    """A run manifest as the typed record (from its JSON if need be)."""
+    if isinstance(manifest, RunManifest):
+        return manifest
+    return RunManifest.from_dict(manifest, f"run {manifest.get('run_id', '?')}")
 
 
 def print_json(data: Any) -> None:
@@ -79,14 +87,14 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def output_paths(manifest: dict[str, Any]) -> list[tuple[str, str, str]]:
+def output_paths(manifest: RunManifest | dict[str, Any]) -> list[tuple[str, str, str]]:
     """(step, what, path) for every model, results file and sample log a run produced."""
     rows: list[tuple[str, str, str]] = []
-    for step in manifest.get("steps", []):
-        label = f"{step.get('kind')} {step.get('label')}"
-        if step.get("kind") == "stage" and step.get("path"):
-            rows.append((label, "model", str(step["path"])))
-        for what, value in (step.get("files") or {}).items():
+    for step in typed_run(manifest).steps:
+        label = f"{step.kind} {step.label}"
+        if step.is_stage and step.path:
+            rows.append((label, "model", step.path))
+        for what, value in step.files.items():
             if isinstance(value, dict):
                 rows += [(label, f"{what} {task}", str(path)) for task, path in value.items()]
             else:
@@ -94,7 +102,7 @@ def output_paths(manifest: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def show_output_paths(manifest: dict[str, Any]) -> None:
+def show_output_paths(manifest: RunManifest | dict[str, Any]) -> None:
     rows = output_paths(manifest)
     if not rows:
         return
@@ -106,7 +114,7 @@ def show_output_paths(manifest: dict[str, Any]) -> None:
 
 def interrupted_message(runner: Any, command: str) -> str:
     """What an interrupted run kept, and the command that resumes it."""
-    done = [f"{s.get('kind')} {s.get('label')}" for s in runner.manifest.get("steps", [])]
+    done = [f"{s.kind} {s.label}" for s in runner.manifest.steps]
     store = runner.store
     checkpoints = [
         f"checkpoints of stage {step.label}"
@@ -181,7 +189,8 @@ def publish_from_spec(session: Any, manifest: dict[str, Any], publish: Any) -> N
 
     target, publisher = publish_target(publish)
     # A recipe's board is relative to its project, not to where the command ran.
-    root = spec_boards_root(manifest.get("spec_path") or manifest.get("spec_source"))
+    run = typed_run(manifest)
+    root = spec_boards_root(run.spec_path or run.spec_source)
     published = publish_run(manifest, target, publisher=publisher, root=root,
                             registry=session.registry, store=session.store)
     if published.new:
@@ -308,34 +317,26 @@ def show_recipes(rows: list[dict[str, str]]) -> None:
     )
 
 
-def _last_eval(manifest: dict[str, Any]) -> dict[str, Any] | None:
-    evals = [s for s in manifest.get("steps", []) if s.get("kind") == "eval"]
-    return evals[-1] if evals else None
-
-
 def runs_data(store: Any) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for run_id in store.run_ids():
         try:
-            m = store.run_manifest(run_id)
+            m = store.run(run_id)
         except UserError as exc:
             rows.append({"run_id": run_id, "error": exc.message})
             continue
-        last = _last_eval(m)
+        last = m.final_eval
         rows.append(
             {
                 "run_id": run_id,
-                "name": m.get("name", ""),
-                "status": m.get("status", "?"),
-                "steps": len(m.get("steps", [])),
+                "name": m.name,
+                "status": m.status,
+                "steps": len(m.steps),
                 # Only a complete run has final scores; otherwise the last one it reached.
-                "final": m.get("status") == "complete" and last is not None,
+                "final": m.status == "complete" and last is not None,
                 "last_eval": None
                 if last is None
-                else {
-                    "label": last.get("label"),
-                    "scores": {s["task"]: s["value"] for s in last.get("scores", [])},
-                },
+                else {"label": last.label, "scores": last.score_values()},
             }
         )
     return rows
@@ -360,54 +361,42 @@ def show_runs(store: Any) -> None:
     console.print(table)
 
 
-def run_data(manifest: dict[str, Any]) -> dict[str, Any]:
-    outputs = [{"step": s, "what": w, "path": p} for s, w, p in output_paths(manifest)]
-    return {**manifest, "outputs": outputs}
+def run_data(manifest: RunManifest | dict[str, Any]) -> dict[str, Any]:
+    run = typed_run(manifest)
+    outputs = [{"step": s, "what": w, "path": p} for s, w, p in output_paths(run)]
+    return {**run.to_dict(), "outputs": outputs}
 
 
-def show_run(manifest: dict[str, Any]) -> None:
+def show_run(manifest: RunManifest | dict[str, Any]) -> None:
+    run = typed_run(manifest)
     console.print(
-        f"[bold]{esc(manifest['run_id'])}[/] {esc(str(manifest.get('name', '')))} — "
-        f"{esc(str(manifest.get('status')))}  [dim]{manifest.get('started')} → "
-        f"{manifest.get('finished')}[/]"
+        f"[bold]{esc(run.run_id)}[/] {esc(run.name)} — "
+        f"{esc(run.status)}  [dim]{run.started} → {run.finished}[/]"
     )
-    model = manifest.get("model", {})
-    source = model.get("source", model.get("identified_by"))
-    console.print(f"  model {esc(str(model.get('ref')))} via {esc(str(source))}")
-    hw = manifest.get("hardware", {})
+    source = run.model.source or run.model.identified_by
+    console.print(f"  model {esc(str(run.model.ref))} via {esc(str(source))}")
+    hw = run.hardware
     console.print(f"  hardware {hw.get('device')} {hw.get('dtype')} {hw.get('threads')} threads")
     table = Table(title_justify="left")
     for col in ("step", "cached", "seconds", "result"):
         table.add_column(col)
     base: dict[str, float] = {}
-    for step in manifest.get("steps", []):
-        if step.get("kind") == "stage":
-            metrics = step.get("metrics", {})
-            result = esc(
-                ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, int | float))
-            )
-            table.add_row(
-                f"stage {esc(step['label'])}",
-                str(step.get("cached")),
-                str(step.get("seconds")),
-                result,
-            )
+    for step in run.steps:
+        if step.is_stage:
+            numbers = {k: v for k, v in step.metrics.items() if isinstance(v, int | float)}
+            result = esc(", ".join(f"{k}={v:.4g}" for k, v in numbers.items()))
         else:
-            values = {s["task"]: s["value"] for s in step.get("scores", [])}
-            if step.get("label") == "base":
+            values = step.score_values()
+            if step.label == "base":
                 base = values
             result = ", ".join(
                 f"{esc(t)} {fmt_score(v)}"
-                f"{fmt_delta(v, base.get(t)) if step['label'] != 'base' else ''}"
+                f"{fmt_delta(v, base.get(t)) if step.label != 'base' else ''}"
                 for t, v in values.items()
             )
-            table.add_row(
-                f"eval {esc(step['label'])}",
-                str(step.get("cached")),
-                str(step.get("seconds")),
-                result,
-            )
+        table.add_row(f"{step.kind} {esc(step.label)}", str(step.cached), str(step.seconds),
+                      result)
     console.print(table)
-    show_output_paths(manifest)
-    if manifest.get("error"):
-        console.print(f"  [red]error:[/] {esc(manifest['error'])}")
+    show_output_paths(run)
+    if run.error:
+        console.print(f"  [red]error:[/] {esc(run.error)}")

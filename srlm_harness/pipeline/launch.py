@@ -14,7 +14,6 @@ each child asks the kernel for a signal when its parent dies).
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import signal
@@ -29,6 +28,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from srlm_harness.api import EvalRequest, EvalResult, StageContext, StageType, UserError
+from srlm_harness.util.fs import atomic_write_json
+from srlm_harness.util.suggestions import did_you_mean
 
 ENGINES = ("inprocess", "accelerate")
 #: Seconds a child group gets to exit after SIGTERM before it is killed.
@@ -88,14 +89,12 @@ def parse_launch(raw: Any, where: str, base_dir: Path | None = None) -> LaunchSe
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(key, list(LaunchSpec.model_fields), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else \
-                f"known keys: {', '.join(LaunchSpec.model_fields)}"
+            hint = did_you_mean(key, LaunchSpec.model_fields, n=1,
+                                otherwise=f"known keys: {', '.join(LaunchSpec.model_fields)}")
             raise UserError(f"unknown key 'launch.{key}'", where, hint) from None
         raise UserError(f"key 'launch.{key}': {err['msg']}", where) from None
     if spec.engine not in ENGINES:
-        close = difflib.get_close_matches(spec.engine, ENGINES, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"use {' or '.join(ENGINES)}"
+        hint = did_you_mean(spec.engine, ENGINES, n=1, otherwise=f"use {' or '.join(ENGINES)}")
         raise UserError(f"unknown launch engine '{spec.engine}'", f"{where}: launch.engine", hint)
     if spec.num_processes is not None and spec.num_processes < 1:
         raise UserError(f"num_processes must be at least 1 (got {spec.num_processes})",
@@ -267,7 +266,7 @@ class AccelerateLauncher:
     def _run(self, job: dict[str, Any], folder: Path, progress: Any, log: Any,
              device: str) -> dict[str, Any]:
         job.update(self._plugin_selection(), folder=str(folder))
-        (folder / "job.json").write_text(json.dumps(job, indent=1), encoding="utf-8")
+        atomic_write_json(folder / "job.json", job, indent=1)
         settings = self.settings
         if settings.main_process_port is None and (settings.num_machines or 1) == 1:
             settings = LaunchSettings(**{**asdict(settings), "main_process_port": _free_port()})

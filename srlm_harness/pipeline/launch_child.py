@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from srlm_harness.pipeline.launch import set_parent_death_signal
-from srlm_harness.store.store import atomic_write_text
+from srlm_harness.util.fs import atomic_write_json
 
 
 def rank() -> int:
@@ -32,10 +32,6 @@ def writer() -> bool:
     """Whether this process writes the outputs: the first process on each machine (rank 0 on
     one machine; with several machines each writes into its own machine's store)."""
     return int(os.environ.get("LOCAL_RANK", "0")) == 0
-
-
-def _write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, default=str))
 
 
 def _redirect_output(log: Path) -> None:
@@ -108,7 +104,7 @@ def run_stage(job: dict[str, Any], session: Any, events: Events, folder: Path) -
 
 def run_eval(job: dict[str, Any], session: Any, events: Events, folder: Path) -> dict:
     from srlm_harness.api import EvalRequest
-    from srlm_harness.pipeline.runner import score_dicts
+    from srlm_harness.pipeline.runner import score_records
     from srlm_harness.pipeline.spec import resolve_tasks
 
     registry = session.registry
@@ -125,7 +121,8 @@ def run_eval(job: dict[str, Any], session: Any, events: Events, folder: Path) ->
         events.log,
     )
     result = evaluator.evaluate(request)
-    return {"scores": score_dicts(result.scores), "provenance": result.provenance,
+    scores = [s.to_dict() for s in score_records(result.scores)]
+    return {"scores": scores, "provenance": result.provenance,
             "files": result.files}
 
 
@@ -150,7 +147,8 @@ def main(argv: list[str]) -> int:
         runner = run_stage if job["kind"] == "stage" else run_eval
         result = runner(job, session, events, folder)
         if writer():
-            _write_json(folder / "result.json", {**result, "processes": state.num_processes})
+            atomic_write_json(folder / "result.json", {**result, "processes": state.num_processes},
+                              indent=None)
         return 0
     except BaseException as exc:  # noqa: BLE001 - every failure is reported to the parent
         from srlm_harness.api import UserError
@@ -163,7 +161,7 @@ def main(argv: list[str]) -> int:
         else:
             text = " ".join(str(exc).split())[:300]
             error = {"kind": "exception", "message": f"{type(exc).__name__}: {text}"}
-        _write_json(folder / f"error-rank-{me}.json", {"rank": me, **error})
+        atomic_write_json(folder / f"error-rank-{me}.json", {"rank": me, **error}, indent=None)
         return 2 if error["kind"] == "user" else 1
 
 

@@ -209,86 +209,85 @@ def stage_parts(
     return parts
 
 
-def make_plan(
-    pipeline: Pipeline,
-    registry: Registry,
-    hardware: Hardware,
-    store: Store,
-    plugin_versions: dict[str, str],
-) -> Plan:
-    identity, source = identify_model(registry, pipeline.model, "model", store)
-    base_key = model_key(identity)
-    plan = Plan(pipeline, ModelRef(pipeline.model, identity, source, base_key), hardware)
+@dataclass
+class _Planner:
+    """What every step's key needs: the registry, hardware and plugin versions."""
 
-    evaluate = pipeline.evaluate
-    after = set(evaluate.after) if evaluate else set()
-    # A study evaluates every training seed with one evaluation seed: the same samples.
-    eval_seed = evaluate.seed if evaluate and evaluate.seed is not None else pipeline.seed
+    pipeline: Pipeline
+    registry: Registry
+    hardware: Hardware
+    store: Store
+    plugin_versions: dict[str, str]
 
-    def add_evals(label: str, index: int | None, model_key: str) -> None:
+    @property
+    def eval_seed(self) -> int:
+        # A study evaluates every training seed with one evaluation seed: the same samples.
+        evaluate = self.pipeline.evaluate
+        return evaluate.seed if evaluate and evaluate.seed is not None else self.pipeline.seed
+
+    def eval_steps(self, label: str, index: int | None, model_key: str) -> list[EvalStep]:
+        """The evaluations of ``model_key`` (one per evaluator the tasks use)."""
+        evaluate = self.pipeline.evaluate
         assert evaluate is not None
         by_evaluator: dict[str, list[Task]] = {}
-        for task in pipeline.tasks:
+        for task in self.pipeline.tasks:
             by_evaluator.setdefault(task.evaluator, []).append(task)
-        for name, tasks in by_evaluator.items():
-            evaluator = registry.evaluators.get(name, where=f"task {tasks[0].name}")
-            owner = registry.evaluators.owner(name)
-            fingerprint = evaluator.fingerprint(tasks, evaluate.options)
-            recipe: dict[str, Any] = {
-                "format": CACHE_FORMAT,
-                "model": model_key,
-                "evaluator": [name, evaluator.version, plugin_versions.get(owner, "?")],
-                "tasks": fingerprint,
-                "limit": evaluate.limit,
-                "seed": eval_seed,
-                "dtype": hardware.dtype,
-            }
-            # Tasks from another distribution: its release may change them (code, data).
-            task_plugins = {
-                task.name: found
-                for task in tasks
-                if task.name in registry.tasks
-                and (found := provider(
-                    registry, registry.tasks.owner(task.name), owner, plugin_versions))
-            }
-            if task_plugins:
-                recipe["task_plugins"] = task_plugins
-            key = digest(recipe)
-            plan.steps.append(
-                EvalStep(
-                    label,
-                    index,
-                    model_key,
-                    key,
-                    name,
-                    tasks,
-                    evaluate.limit,
-                    eval_seed,
-                    dict(evaluate.options),
-                )
-            )
+        return [
+            EvalStep(label, index, model_key, self.eval_key(name, tasks, model_key), name, tasks,
+                     evaluate.limit, self.eval_seed, dict(evaluate.options))
+            for name, tasks in by_evaluator.items()
+        ]
 
-    if evaluate and ("base" in after or (not pipeline.stages and "end" in after)):
-        add_evals("base", None, base_key)
+    def eval_key(self, name: str, tasks: list[Task], model_key: str) -> str:
+        """The key of evaluating ``model_key`` on ``tasks`` with the evaluator ``name``."""
+        evaluate, registry = self.pipeline.evaluate, self.registry
+        assert evaluate is not None
+        evaluator = registry.evaluators.get(name, where=f"task {tasks[0].name}")
+        owner = registry.evaluators.owner(name)
+        recipe: dict[str, Any] = {
+            "format": CACHE_FORMAT,
+            "model": model_key,
+            "evaluator": [name, evaluator.version, self.plugin_versions.get(owner, "?")],
+            "tasks": evaluator.fingerprint(tasks, evaluate.options),
+            "limit": evaluate.limit,
+            "seed": self.eval_seed,
+            "dtype": self.hardware.dtype,
+        }
+        # Tasks from another distribution: its release may change them (code, data).
+        task_plugins = {
+            task.name: found
+            for task in tasks
+            if task.name in registry.tasks
+            and (found := provider(
+                registry, registry.tasks.owner(task.name), owner, self.plugin_versions))
+        }
+        if task_plugins:
+            recipe["task_plugins"] = task_plugins
+        return digest(recipe)
 
-    input_key = base_key
-    for stage in pipeline.stages:
-        owner = registry.stages.owner(stage.name)
-        references = []
+    def references(self, stage: StageSpec, owner: str) -> list[dict[str, Any]]:
+        """The identity of every dataset and extra model a stage reads."""
+        registry, found_in = self.registry, []
         for ref in stage.type.references(stage.config):
             if ref.kind == "dataset":
                 ident = dataset_identity(registry, ref.value, stage.where)
                 source_owner = registry.datasets.owner(ident["name"])
-                found = provider(registry, source_owner, owner, plugin_versions)
+                found = provider(registry, source_owner, owner, self.plugin_versions)
                 if found:
                     ident["plugin"] = found
             else:
                 ident = {
                     "model": ref.value,
-                    "identity": identify_model(registry, ref.value, stage.where, store)[0],
+                    "identity": identify_model(registry, ref.value, stage.where, self.store)[0],
                 }
-            references.append({"kind": ref.kind, "role": ref.role, **ident})
-        version = plugin_versions.get(owner, "?")
+            found_in.append({"kind": ref.kind, "role": ref.role, **ident})
+        return found_in
+
+    def stage_step(self, stage: StageSpec, input_key: str) -> StageStep:
+        """A stage as a step, keyed by everything its output depends on."""
+        owner = self.registry.stages.owner(stage.name)
+        references = self.references(stage, owner)
+        version = self.plugin_versions.get(owner, "?")
         key = digest(
             {
                 "format": CACHE_FORMAT,
@@ -296,16 +295,38 @@ def make_plan(
                 "stage": [stage.name, stage.type.version, owner, version],
                 "config": stage.config.model_dump(mode="json"),
                 "references": references,
-                "seed": pipeline.seed,
-                "dtype": hardware.dtype,
-                **stage_parts(registry, stage, owner, plugin_versions),
+                "seed": self.pipeline.seed,
+                "dtype": self.hardware.dtype,
+                **stage_parts(self.registry, stage, owner, self.plugin_versions),
             }
         )
-        step = StageStep(stage.index, stage.name, stage, input_key, key, owner, version, references)
+        return StageStep(stage.index, stage.name, stage, input_key, key, owner, version,
+                         references)
+
+
+def make_plan(
+    pipeline: Pipeline,
+    registry: Registry,
+    hardware: Hardware,
+    store: Store,
+    plugin_versions: dict[str, str],
+) -> Plan:
+    """The steps of ``pipeline`` in order, each keyed, each marked cached or not."""
+    identity, source = identify_model(registry, pipeline.model, "model", store)
+    base_key = model_key(identity)
+    plan = Plan(pipeline, ModelRef(pipeline.model, identity, source, base_key), hardware)
+    planner = _Planner(pipeline, registry, hardware, store, plugin_versions)
+    evaluate = pipeline.evaluate
+    after = set(evaluate.after) if evaluate else set()
+    if evaluate and ("base" in after or (not pipeline.stages and "end" in after)):
+        plan.steps += planner.eval_steps("base", None, base_key)
+    input_key = base_key
+    for stage in pipeline.stages:
+        step = planner.stage_step(stage, input_key)
         plan.steps.append(step)
         last = stage.index == len(pipeline.stages) - 1
         if evaluate and ("each" in after or (last and "end" in after)):
-            add_evals(step.label, stage.index, key)
-        input_key = key
+            plan.steps += planner.eval_steps(step.label, stage.index, step.key)
+        input_key = step.key
     plan.refresh(store)
     return plan

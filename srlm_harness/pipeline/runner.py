@@ -35,9 +35,18 @@ from srlm_harness.pipeline.launch import InProcessLauncher as InProcessLauncher
 from srlm_harness.pipeline.launch import make_launcher
 from srlm_harness.pipeline.plan import EvalStep, Plan, StageStep
 from srlm_harness.pipeline.session import Session
-from srlm_harness.store.store import atomic_write_json
+from srlm_harness.store.manifest import (
+    RUN_SCHEMA,
+    EntryManifest,
+    ModelRecord,
+    RunManifest,
+    ScoreRecord,
+    StepRecord,
+)
+from srlm_harness.store.store import Build
+from srlm_harness.util.fs import atomic_write_text
 
-RUN_SCHEMA = "srlm-harness/run@1"
+__all__ = ["RUN_SCHEMA", "Runner", "StageFailed", "check_plan", "load_records"]
 
 
 class StageFailed(Exception):
@@ -113,16 +122,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def score_dicts(scores: list[TaskScore]) -> list[dict[str, Any]]:
+def score_records(scores: list[TaskScore]) -> list[ScoreRecord]:
     return [
-        {
-            "task": s.task,
-            "metric": s.metric,
-            "value": s.value,
-            "stderr": s.stderr,
-            "n": s.n,
-            "details": s.details,
-        }
+        ScoreRecord(task=s.task, metric=s.metric, value=s.value, stderr=s.stderr, n=s.n,
+                    details=s.details)
         for s in scores
     ]
 
@@ -139,7 +142,7 @@ class Runner:
         self.hook = session.plugins.hook
         self.model_dirs: dict[str, Path] = {}
         self.datasets: dict[str, list[dict[str, Any]]] = {}
-        self.manifest: dict[str, Any] = {}
+        self.manifest = RunManifest()
         self.run_dir: Path | None = None
         self.info: RunInfo | None = None
 
@@ -147,7 +150,7 @@ class Runner:
 
     def _save(self) -> None:
         assert self.run_dir is not None
-        atomic_write_json(self.run_dir / "manifest.json", self.manifest)
+        self.manifest.write(self.run_dir / "manifest.json")
 
     def model_dir(self, key: str) -> Path:
         """The HF directory for a model key: the base model, or a finished stage's output."""
@@ -156,14 +159,13 @@ class Runner:
                 # A first use may download or convert (a GGUF) for a minute or more.
                 self.reporter.info(f"resolving model {self.plan.model.ref} ...")
                 resolved = self.session.resolve_model(self.plan.model.ref)
-                self.manifest["model"].update(
-                    source=resolved.source,
-                    path=str(resolved.path),
-                    details=resolved.details,
-                    resolution=self.session.resolution_log.get(self.plan.model.ref, []),
-                )
+                model = self.manifest.model
+                model.source = resolved.source
+                model.path = str(resolved.path)
+                model.details = resolved.details
+                model.resolution = self.session.resolution_log.get(self.plan.model.ref, [])
                 if resolved.identity != self.plan.model.identity:
-                    self.manifest["model"]["identity_warning"] = (
+                    model.identity_warning = (
                         f"planned {self.plan.model.identity}, resolved {resolved.identity}"
                     )
                 tried = ", ".join(
@@ -212,36 +214,42 @@ class Runner:
 
     # ------------------------------------------------------------------ the run
 
+    def new_manifest(self, run_id: str) -> RunManifest:
+        """The run's manifest as it starts: what runs, on what, with which libraries."""
+        pipeline = self.plan.pipeline
+        source = Path(pipeline.source)
+        return RunManifest(
+            schema=RUN_SCHEMA,
+            run_id=run_id,
+            name=pipeline.name,
+            status="running",
+            spec=pipeline.as_dict(),
+            spec_source=pipeline.source,
+            # Absolute, so a later `leaderboard publish` finds the spec's project from anywhere.
+            spec_path=str(source.resolve()) if source.is_file() else None,
+            spec_hash=pipeline.spec_hash(),
+            model=ModelRecord(
+                ref=self.plan.model.ref,
+                identity=self.plan.model.identity,
+                identified_by=self.plan.model.source,
+                key=self.plan.model.key,
+            ),
+            steps=[],
+            environment=self.session.environment(),
+            hardware=self.plan.hardware.as_dict(),
+            launch=self.launcher.describe(),
+            started=now(),
+            finished=None,
+            trust_remote_code=pipeline.trust_remote_code,
+        )
+
     def execute(self, run_id: str | None = None) -> dict[str, Any]:
+        """Run the plan under a new run id; return the final run manifest (as JSON)."""
         pipeline = self.plan.pipeline
         run_id = run_id or new_run_id()
         self.store.check_new_run_id(run_id)
         self.store.clean_tmp()
-        self.manifest = {
-            "schema": RUN_SCHEMA,
-            "run_id": run_id,
-            "name": pipeline.name,
-            "status": "running",
-            "spec": pipeline.as_dict(),
-            "spec_source": pipeline.source,
-            # Absolute, so a later `leaderboard publish` finds the spec's project from anywhere.
-            "spec_path": str(Path(pipeline.source).resolve())
-            if Path(pipeline.source).is_file() else None,
-            "spec_hash": pipeline.spec_hash(),
-            "model": {
-                "ref": self.plan.model.ref,
-                "identity": self.plan.model.identity,
-                "identified_by": self.plan.model.source,
-                "key": self.plan.model.key,
-            },
-            "steps": [],
-            "environment": self.session.environment(),
-            "hardware": self.plan.hardware.as_dict(),
-            "launch": self.launcher.describe(),
-            "started": now(),
-            "finished": None,
-            "trust_remote_code": pipeline.trust_remote_code,
-        }
+        self.manifest = self.new_manifest(run_id)
         with remote_code.allow(pipeline.trust_remote_code):
             self.preflight()  # before the run record: bad input leaves no trace in the store
         self.run_dir = self.store.new_run_dir(run_id)
@@ -257,27 +265,33 @@ class Runner:
         status = "failed"
         try:
             with sigterm_as_interrupt(), remote_code.allow(pipeline.trust_remote_code):
-                self.hook.srlm_pipeline_start(run=self.info)
-                for step in self.plan.steps:
-                    if isinstance(step, StageStep):
-                        self.run_stage(step)
-                    else:
-                        self.run_eval(step)
-                    self._save()
+                self.run_steps()
             status = "complete"
         except KeyboardInterrupt:
             status = "interrupted"
             raise
         except (UserError, StageFailed) as exc:
-            self.manifest["error"] = str(exc)
+            self.manifest.error = str(exc)
             raise
         finally:
-            self.manifest["status"] = status
-            self.manifest["finished"] = now()
+            self.manifest.status = status
+            self.manifest.finished = now()
             self._save()
             self.store.release_run(owner)
-            self.hook.srlm_pipeline_end(run=self.info, status=status, summary=self.manifest)
-        return self.manifest
+            self.hook.srlm_pipeline_end(
+                run=self.info, status=status, summary=self.manifest.to_dict()
+            )
+        return self.manifest.to_dict()
+
+    def run_steps(self) -> None:
+        """Every step in order, the run manifest saved after each."""
+        self.hook.srlm_pipeline_start(run=self.info)
+        for step in self.plan.steps:
+            if isinstance(step, StageStep):
+                self.run_stage(step)
+            else:
+                self.run_eval(step)
+            self._save()
 
     def preflight(self) -> None:
         """Let every stage check its inputs before anything trains (bad reward names, LoRA
@@ -303,146 +317,127 @@ class Runner:
             assert step.spec.type.preflight is not None
             step.spec.type.preflight(ctx)
 
-    def _record(self, entry: dict[str, Any]) -> None:
-        self.manifest["steps"].append(entry)
+    def _record(self, step: StageStep | EvalStep, **fields: Any) -> StepRecord:
+        record = StepRecord.model_validate({**step.describe(), "status": "complete", **fields})
+        self.manifest.steps.append(record)
+        return record
 
     def run_stage(self, step: StageStep) -> None:
-        stage_type = step.spec.type
-        with self.store.lock(step.key):
-            cached = self.store.manifest("stages", step.key)
-            self.reporter.step_start(step, cached is not None)
-            if cached is not None:
-                self._record(
-                    {
-                        **step.describe(),
-                        "cached": True,
-                        "status": "complete",
-                        "seconds": cached.get("seconds"),
-                        "metrics": cached.get("metrics", {}),
-                        "path": str(self.store.path("stages", step.key) / "model"),
-                    }
-                )
-                self.reporter.step_end(step, True, 0.0, cached.get("metrics", {}))
+        """Build a stage's model into the store, or reuse the one built before."""
+        with self.store.build("stages", step.key) as build:
+            self.reporter.step_start(step, build.cached is not None)
+            if build.cached is not None:
+                cached = EntryManifest.from_dict(build.cached, self._entry_where(build))
+                self._record(step, cached=True, seconds=cached.seconds, metrics=cached.metrics,
+                             path=str(self.store.path("stages", step.key) / "model"))
+                self.reporter.step_end(step, True, 0.0, cached.metrics)
                 self.hook.srlm_stage_end(run=self.info, stage=step, result=None, cached=True)
                 return
-            input_model = self.model_dir(step.input_key)
-            tmp = self.store.begin("stages")
-            output = tmp / "model"
-            output.mkdir()
-            ctx = self.stage_context(step, input_model, output)
-            ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            ctx.work_dir.mkdir(parents=True, exist_ok=True)
-            self.hook.srlm_stage_start(run=self.info, stage=step)
-            started = time.perf_counter()
-            try:
-                assert self.info is not None
-                with tracking.stage_environment(self.info.run_id, self.info.run_dir, step.label):
-                    result = self.launcher.launch(stage_type, ctx)
-                if not isinstance(result, StageResult):
-                    result = StageResult(dict(result or {}))
-                if not (output / "config.json").is_file():
-                    raise UserError(
-                        f"stage '{step.name}' wrote no model (no config.json)",
-                        f"stage {step.label}",
-                    )
-            except (UserError, KeyboardInterrupt):
-                self.store.discard(tmp)
-                raise
-            except Exception as exc:
-                self.store.discard(tmp)
-                raise self._failure(f"stage {step.label}", exc, step) from exc
-            seconds = round(time.perf_counter() - started, 2)
-            manifest = {
+            result, seconds = self._train(step, build)
+            build.commit(EntryManifest.model_validate({
                 **step.describe(),
                 "metrics": result.metrics,
                 "seconds": seconds,
                 "finished": now(),
                 # Not part of the key: the global batch is the same on any process count.
                 "launch": self.launcher.describe(),
-                "environment": self.manifest["environment"],
-            }
-            self.store.commit("stages", step.key, tmp, manifest)
+                "environment": self.manifest.environment,
+            }))
             # Checkpoints only serve resuming this stage; a full fine-tune's are gigabytes.
             self.store.discard(self.store.root / "work" / step.key)
-        self._record(
-            {
-                **step.describe(),
-                "cached": False,
-                "status": "complete",
-                "seconds": seconds,
-                "metrics": result.metrics,
-                "path": str(self.store.path("stages", step.key) / "model"),
-            }
-        )
+        self._record(step, cached=False, seconds=seconds, metrics=result.metrics,
+                     path=str(self.store.path("stages", step.key) / "model"))
         self.reporter.step_end(step, False, seconds, result.metrics)
         self.hook.srlm_stage_end(run=self.info, stage=step, result=result, cached=False)
 
-    def run_eval(self, step: EvalStep) -> None:
-        evaluator = self.session.registry.evaluators.get(step.evaluator)
-        with self.store.lock(step.key):
-            cached = self.store.manifest("evals", step.key)
-            self.reporter.step_start(step, cached is not None)
-            if cached is None:
-                model = self.model_dir(step.model_key)
-                remote_code.check_model(model)
-                tmp = self.store.begin("evals")
-                request = EvalRequest(
-                    model,
-                    step.tasks,
-                    tmp,
-                    step.limit,
-                    step.seed,
-                    self.plan.hardware,
-                    dict(step.options),
-                    self.reporter.info,
-                    progress=self.reporter.progress,
+    def _train(self, step: StageStep, build: Build) -> tuple[StageResult, float]:
+        """Run a stage into ``build.tmp/model``: (its result, seconds it took)."""
+        assert build.tmp is not None and self.info is not None
+        input_model = self.model_dir(step.input_key)
+        output = build.tmp / "model"
+        output.mkdir()
+        ctx = self.stage_context(step, input_model, output)
+        ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        self.hook.srlm_stage_start(run=self.info, stage=step)
+        started = time.perf_counter()
+        try:
+            with tracking.stage_environment(self.info.run_id, self.info.run_dir, step.label):
+                result = self.launcher.launch(step.spec.type, ctx)
+            if not isinstance(result, StageResult):
+                result = StageResult(dict(result or {}))
+            if not (output / "config.json").is_file():
+                raise UserError(
+                    f"stage '{step.name}' wrote no model (no config.json)", f"stage {step.label}"
                 )
-                self.hook.srlm_eval_start(run=self.info, step=step)
-                started = time.perf_counter()
-                try:
-                    result = self.launcher.evaluate(evaluator, request)
-                except (UserError, KeyboardInterrupt):
-                    self.store.discard(tmp)
-                    raise
-                except Exception as exc:
-                    self.store.discard(tmp)
-                    raise self._failure(f"evaluation '{step.label}'", exc, step) from exc
-                seconds = round(time.perf_counter() - started, 2)
-                files = _relative_files(result.files, tmp)
-                cached = {
-                    **step.describe(),
-                    "scores": score_dicts(result.scores),
-                    "provenance": result.provenance,
-                    "files": files,
-                    "seconds": seconds,
-                    "finished": now(),
-                    "launch": self.launcher.describe(),
-                }
-                self.store.commit("evals", step.key, tmp, cached)
-                was_cached = False
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise self._failure(f"stage {step.label}", exc, step) from exc
+        return result, round(time.perf_counter() - started, 2)
+
+    def run_eval(self, step: EvalStep) -> None:
+        """Evaluate a model into the store, or reuse the evaluation made before."""
+        evaluator = self.session.registry.evaluators.get(step.evaluator)
+        with self.store.build("evals", step.key) as build:
+            self.reporter.step_start(step, build.cached is not None)
+            if build.cached is None:
+                entry, seconds = self._evaluate(step, evaluator, build)
+                build.commit(entry)
             else:
-                seconds, was_cached = 0.0, True
+                entry = EntryManifest.from_dict(build.cached, self._entry_where(build))
+                seconds = 0.0
         folder = self.store.path("evals", step.key)
-        entry = {
-            **step.describe(),
-            "cached": was_cached,
-            "status": "complete",
-            "seconds": cached.get("seconds"),
-            "scores": cached["scores"],
-            "provenance": cached.get("provenance", {}),
-            "files": _absolute_files(cached.get("files", {}), folder),
-        }
-        self._record(entry)
-        result = EvalResult(
-            [TaskScore(**s) for s in cached["scores"]], entry["provenance"], entry["files"]
+        record = self._record(
+            step, cached=build.cached is not None, seconds=entry.seconds, scores=entry.scores,
+            provenance=entry.provenance, files=_absolute_files(entry.files, folder),
         )
-        self.reporter.step_end(step, was_cached, seconds, result)
-        self.hook.srlm_eval_end(run=self.info, step=step, result=result, cached=was_cached)
+        scores = [TaskScore(s.task, s.metric, s.value, s.stderr, s.n, s.details)
+                  for s in record.scores]
+        result = EvalResult(scores, record.provenance, record.files)
+        self.reporter.step_end(step, build.cached is not None, seconds, result)
+        self.hook.srlm_eval_end(
+            run=self.info, step=step, result=result, cached=build.cached is not None
+        )
+
+    def _evaluate(
+        self, step: EvalStep, evaluator: Any, build: Build
+    ) -> tuple[EntryManifest, float]:
+        """Run an evaluation into ``build.tmp``: (the entry's manifest, seconds it took)."""
+        assert build.tmp is not None
+        model = self.model_dir(step.model_key)
+        remote_code.check_model(model)
+        request = EvalRequest(
+            model, step.tasks, build.tmp, step.limit, step.seed, self.plan.hardware,
+            dict(step.options), self.reporter.info, progress=self.reporter.progress,
+        )
+        self.hook.srlm_eval_start(run=self.info, step=step)
+        started = time.perf_counter()
+        try:
+            result = self.launcher.evaluate(evaluator, request)
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise self._failure(f"evaluation '{step.label}'", exc, step) from exc
+        seconds = round(time.perf_counter() - started, 2)
+        entry = EntryManifest.model_validate({
+            **step.describe(),
+            "scores": score_records(result.scores),
+            "provenance": result.provenance,
+            "files": _relative_files(result.files, build.tmp),
+            "seconds": seconds,
+            "finished": now(),
+            "launch": self.launcher.describe(),
+        })
+        return entry, seconds
+
+    def _entry_where(self, build: Build) -> str:
+        return str(self.store.path(build.kind, build.key) / "manifest.json")
 
     def _failure(self, what: str, exc: BaseException, step: Any = None) -> Exception:
         log = self.run_dir / "error.log" if self.run_dir else None
         if log is not None:
-            log.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+            atomic_write_text(log, "".join(traceback.format_exception(exc)))
         return library_errors.translate(exc, what, step) or StageFailed(what, exc, log)
 
 
@@ -470,7 +465,6 @@ def check_plan(session: Session, plan: Plan) -> None:
     ``plan`` and ``run --dry-run`` call it, so they never show "to run" for a spec that
     ``run`` would refuse."""
     runner = Runner(session, plan, NullReporter())
-    runner.manifest = {"model": {}}
     runner.preflight()
 
 

@@ -1,7 +1,9 @@
-"""File locks the store is built on: ``flock`` on a lock file, which the kernel releases
-when its holder dies (even by ``kill -9``) and which every process on the machine sees,
-whatever container (PID namespace) it runs in. Lock files are deleted on release, so they do
-not pile up; :func:`hold` copes with a file deleted while it waited.
+"""File locks the store is built on, through ``filelock``: on Unix a ``flock`` on a lock
+file, which the kernel releases when its holder dies (even by ``kill -9``) and which every
+process on the machine sees, whatever container (PID namespace) it runs in.
+
+Lock files are deleted on release (:func:`drop`), so they do not pile up; ``filelock``
+notices when the file it locked was deleted meanwhile and locks the new one.
 """
 
 from __future__ import annotations
@@ -11,57 +13,57 @@ import fcntl
 import os
 from pathlib import Path
 
-
-def hold(path: Path) -> int:
-    """Block until this process holds the lock file ``path``; return its descriptor.
-
-    Lock files are deleted on release, so after locking we check that ``path`` is still the
-    file we locked (not one deleted meanwhile); if not, we lock the new one.
-    """
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if _still_there(path, fd):
-            return fd
-        os.close(fd)
+from filelock import FileLock, Timeout
 
 
-def try_hold(path: Path) -> int | None:
-    """The lock file ``path`` held without waiting, or None if someone holds it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)  # flock needs no write access: works on read-only disks
-    except FileNotFoundError:
+def _lock(path: Path) -> FileLock:
+    # Not thread-local: a build begun in one thread may be committed from another.
+    return FileLock(path, thread_local=False)
+
+
+def hold(path: Path) -> FileLock:
+    """Block until this process holds the lock file ``path``; return the held lock."""
+    lock = _lock(path)
+    lock.acquire()
+    return lock
+
+
+def try_hold(path: Path) -> FileLock | None:
+    """The lock file ``path`` held without waiting, or None if someone holds it (or it is
+    gone: a lock file is only ever taken over, never created here)."""
+    if not path.is_file():
         return None
+    lock = _lock(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+        lock.acquire(blocking=False)
+    except Timeout:
         return None
-    if not _still_there(path, fd):
-        os.close(fd)
-        return None
-    return fd
-
-
-def _still_there(path: Path, fd: int) -> bool:
-    try:
-        return os.stat(path).st_ino == os.fstat(fd).st_ino
-    except FileNotFoundError:
-        return False
+    return lock
 
 
 def unheld(path: Path) -> bool:
-    """Whether nobody holds the lock file ``path`` right now (False if it is gone)."""
-    fd = try_hold(path)
-    if fd is None:
+    """Whether nobody holds the lock file ``path`` right now (False if it is gone).
+
+    A probe, not a lock, so plain ``flock``: it must work on a store mounted read-only
+    (``store status`` on someone else's store) and must not create the file, and
+    ``filelock`` opens lock files for writing and creates them.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)  # flock needs no write access
+    except OSError:
         return False
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the probe's lock, if it got one
     return True
 
 
-def drop(path: Path, fd: int) -> None:
-    """Delete a lock file this process holds, then release it."""
+def drop(path: Path, lock: FileLock) -> None:
+    """Delete a lock file this process holds, then release it (in that order: a waiter
+    that gets the old file then sees it deleted and locks the new one)."""
     with contextlib.suppress(OSError):
         os.unlink(path)
-    os.close(fd)
+    lock.release()

@@ -25,13 +25,17 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from srlm_harness.api import UserError
 from srlm_harness.pipeline.faults import fault_point
 from srlm_harness.store.locks import drop, hold, try_hold, unheld
+from srlm_harness.store.manifest import EntryManifest, RunManifest
 from srlm_harness.util.fs import (  # noqa: F401  (atomic_write_*, read_json, writing: re-exported)
     atomic_write_json,
     atomic_write_text,
@@ -53,7 +57,7 @@ def default_root() -> Path:
 class Store:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_root()
-        self._owned: dict[Path, int] = {}  # temporary folders this process builds -> lock fd
+        self._owned: dict[Path, FileLock] = {}  # temporary folders this process builds
 
     # ----------------------------------------------------------------- finished entries
 
@@ -74,6 +78,33 @@ class Store:
             )
         return data
 
+    @contextlib.contextmanager
+    def build(self, kind: str, key: str) -> Iterator[Build]:
+        """Build the entry ``kind/key`` at most once, whoever asks for it at the same time.
+
+        Holds the key's lock for the whole block. If the store has the entry, the block gets
+        it as ``build.cached`` and nothing else happens. Otherwise ``build.tmp`` is a fresh
+        temporary folder to write the entry into, and the block ends with
+        ``build.commit(manifest)``; an error, an interrupt, or a block that does not commit
+        discards the folder, so nothing half-built is ever left as a result::
+
+            with store.build("stages", key) as build:
+                if build.cached is None:
+                    train_into(build.tmp)
+                    build.commit({"metrics": ...})
+        """
+        with self.lock(key):
+            cached = self.manifest(kind, key)
+            if cached is not None:
+                yield Build(self, kind, key, cached=cached)
+                return
+            build = Build(self, kind, key, tmp=self.begin(kind))
+            try:
+                yield build
+            finally:
+                if build.tmp is not None and not build.committed:
+                    self.discard(build.tmp)
+
     def begin(self, kind: str) -> Path:
         """A fresh temporary folder for an entry being built, owned by this process.
 
@@ -88,9 +119,12 @@ class Store:
             tmp.mkdir()
         return tmp
 
-    def commit(self, kind: str, key: str, tmp: Path, manifest: dict[str, Any]) -> Path:
+    def commit(
+        self, kind: str, key: str, tmp: Path, manifest: Mapping[str, Any] | EntryManifest
+    ) -> Path:
         """Write the manifest into ``tmp`` and move it into place as the finished entry."""
-        manifest = {**manifest, "key": key}
+        data = manifest.to_dict() if isinstance(manifest, EntryManifest) else dict(manifest)
+        manifest = {**data, "key": key}
         atomic_write_json(tmp / MANIFEST, manifest)
         fsync_tree(tmp)
         final = self.path(kind, key)
@@ -109,9 +143,9 @@ class Store:
         self._release(tmp)
 
     def _release(self, tmp: Path) -> None:
-        fd = self._owned.pop(tmp, None)
-        if fd is not None:
-            drop(_owner_lock(tmp), fd)
+        lock = self._owned.pop(tmp, None)
+        if lock is not None:
+            drop(_owner_lock(tmp), lock)
 
     def stale_tmp(self) -> list[Path]:
         """Temporary folders (and lock files) whose owner is gone: nobody holds their lock."""
@@ -136,12 +170,12 @@ class Store:
         removed = []
         for path in self.stale_tmp():
             lock = path if path.name.endswith(".lock") else _owner_lock(path)
-            fd = try_hold(lock)
-            if fd is None:  # its owner (or another cleaner) holds it right now
+            held = try_hold(lock)
+            if held is None:  # its owner (or another cleaner) holds it right now
                 continue
             if path != lock:
                 shutil.rmtree(path, ignore_errors=True)
-            drop(lock, fd)
+            drop(lock, held)
             removed.append(path)
         return removed
 
@@ -154,9 +188,9 @@ class Store:
         """Remove the lock files nobody holds; return them."""
         removed = []
         for lock in self.stale_locks():
-            fd = try_hold(lock)
-            if fd is not None:
-                drop(lock, fd)
+            held = try_hold(lock)
+            if held is not None:
+                drop(lock, held)
                 removed.append(lock)
         return removed
 
@@ -200,11 +234,11 @@ class Store:
         path = self.root / "locks" / f"{key}.lock"
         with writing(path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = hold(path)
+            held = hold(path)
         try:
             yield
         finally:
-            drop(path, fd)
+            drop(path, held)
 
     # ----------------------------------------------------------------- runs
 
@@ -239,7 +273,11 @@ class Store:
 
     def own_run(self, run_dir: Path) -> int:
         """Mark ``run_dir`` as owned by this process while it runs (a ``flock`` on the
-        folder, dropped by the kernel when the process dies); returns what to release."""
+        folder, dropped by the kernel when the process dies); returns what to release.
+
+        Plain ``fcntl``, not ``filelock``: the lock is on the run folder itself (a lock file
+        beside it would outlive a killed run and need cleaning), and ``filelock`` locks files
+        it opens for writing, which a folder cannot be."""
         fd = os.open(run_dir, os.O_RDONLY)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fd
@@ -277,6 +315,30 @@ class Store:
             raise UserError(f"run '{run}' {why} in store {self.root}", None, hint)
         folder = self.root / "runs" / matches[0]
         return _live_status(dict(read_json(folder / MANIFEST, "run manifest")), folder)
+
+    def run(self, run: str) -> RunManifest:
+        """:meth:`run_manifest` as a typed record."""
+        return RunManifest.from_dict(self.run_manifest(run), f"run {run}")
+
+
+@dataclass
+class Build:
+    """One entry being built under :meth:`Store.build`: either ``cached`` (the finished
+    entry's manifest) or ``tmp`` (the folder to build it in, until :meth:`commit`)."""
+
+    store: Store
+    kind: str
+    key: str
+    cached: dict[str, Any] | None = None
+    tmp: Path | None = None
+    committed: bool = field(default=False, init=False)
+
+    def commit(self, manifest: Mapping[str, Any] | EntryManifest) -> Path:
+        """Publish the built folder as the finished entry, with ``manifest``."""
+        assert self.tmp is not None and not self.committed, "nothing to commit"
+        final = self.store.commit(self.kind, self.key, self.tmp, manifest)
+        self.committed = True
+        return final
 
 
 def _live_status(manifest: dict[str, Any], run_dir: Path) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from srlm_harness.store.store import atomic_write_json, atomic_write_text
+from srlm_harness.store.manifest import RunManifest
 from srlm_harness.study.table import (
     analyse,
     findings,
@@ -22,37 +22,36 @@ from srlm_harness.study.table import (
     result_from_entry,
     result_from_manifest,
 )
+from srlm_harness.util.fs import atomic_write_json, atomic_write_text
 
 STUDY_FILE = "study.json"
 
 
-def timings(manifests: list[dict[str, Any]]) -> tuple[list[str], float]:
+def timings(runs: list[RunManifest]) -> tuple[list[str], float]:
     """Markdown rows (stage, pipeline, seed, seconds) for each unique stage, and the total
     compute in seconds of unique stages and evaluations (cache hits count their first build)."""
     rows, seen, total = [], set(), 0.0
-    for manifest in manifests:
-        for step in manifest.get("steps", []):
-            if step["key"] in seen or step.get("seconds") is None:
+    for run in runs:
+        for step in run.steps:
+            if step.key in seen or step.seconds is None:
                 continue
-            seen.add(step["key"])
-            total += step["seconds"]
-            what = step["name"] if step["kind"] == "stage" else f"eval after {step['label']}"
+            seen.add(step.key)
+            total += step.seconds
+            what = step.name if step.is_stage else f"eval after {step.label}"
             rows.append(
-                f"| {what} | {manifest['name']} | {manifest['spec'].get('seed')} | "
-                f"`{step['key'][:12]}` | {step['seconds']:.0f} |"
+                f"| {what} | {run.name} | {run.spec.get('seed')} | "
+                f"`{step.key[:12]}` | {step.seconds:.0f} |"
             )
     return rows, total
 
 
-def sections(
-    name: str, manifests: list[dict[str, Any]], table: dict[str, Any], command: str
-) -> str:
+def sections(name: str, runs: list[RunManifest], table: dict[str, Any], command: str) -> str:
     """The report's sections after the plain score table."""
-    hardware = manifests[0].get("hardware", {}) if manifests else {}
-    env = manifests[0].get("environment", {}) if manifests else {}
-    rows, total = timings(manifests)
-    starts = [m["started"] for m in manifests if m.get("started")]
-    ends = [m["finished"] for m in manifests if m.get("finished")]
+    hardware = runs[0].hardware if runs else {}
+    env = runs[0].environment if runs else {}
+    rows, total = timings(runs)
+    starts = [m.started for m in runs if m.started]
+    ends = [m.finished for m in runs if m.finished]
     libraries = ", ".join(f"{k} {v}" for k, v in (env.get("libraries") or {}).items())
     lines = [
         "",
@@ -91,22 +90,24 @@ def sections(
 def record_study(
     folder: Path,
     name: str,
-    manifests: list[dict[str, Any]],
+    manifests: list[dict[str, Any]] | list[RunManifest],
     unstable_spread: float,
     command: str,
     board: Path | None = None,
 ) -> dict[str, Any]:
     """Write ``stats.json`` and the statistics sections of ``report.md`` in the study folder,
     and, with ``board``, the study's record in the board (from the board's own copies)."""
-    table = analyse([result_from_manifest(m) for m in manifests], unstable_spread)
+    runs = [m if isinstance(m, RunManifest) else RunManifest.from_dict(m, f"run {m.get('run_id')}")
+            for m in manifests]
+    table = analyse([result_from_manifest(m) for m in runs], unstable_spread)
     atomic_write_json(folder / "stats.json", table)
     report = folder / "report.md"
     head = report.read_text(encoding="utf-8") if report.is_file() else f"# Study: {name}\n"
-    atomic_write_text(report, head + sections(name, manifests, table, command))
+    atomic_write_text(report, head + sections(name, runs, table, command))
     if board is not None:
         # Entries are matched by their final evaluation's key: a re-run study whose results
         # the board already holds names the entries written the first time.
-        finals = [_final_key(m) for m in manifests]
+        finals = [m.final_eval.key if m.final_eval else None for m in runs]
         board_table = board_analysis(board, finals, unstable_spread)
         record = {
             "study": name,
@@ -118,14 +119,9 @@ def record_study(
         atomic_write_json(board / STUDY_FILE, record)
         atomic_write_text(
             board / "report.md",
-            f"# Study: {name}\n" + sections(name, manifests, board_table, command),
+            f"# Study: {name}\n" + sections(name, runs, board_table, command),
         )
     return table
-
-
-def _final_key(manifest: dict[str, Any]) -> str | None:
-    evals = [s for s in manifest.get("steps", []) if s.get("kind") == "eval"]
-    return evals[-1]["key"] if evals else None
 
 
 def board_analysis(board: Path, finals: list[str | None], unstable_spread: float) -> dict[str, Any]:

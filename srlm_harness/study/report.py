@@ -8,17 +8,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from srlm_harness.store.store import atomic_write_json, atomic_write_text
+from srlm_harness.store.manifest import RunManifest
+from srlm_harness.util.fs import atomic_path, atomic_write_json, atomic_write_text
 
 
-def final_and_base(manifest: dict[str, Any]) -> tuple[dict[str, float], dict[str, float], bool]:
+def final_and_base(run: RunManifest) -> tuple[dict[str, float], dict[str, float], bool]:
     """(final scores, base scores, partial) of one pipeline run, by task."""
-    evals = [s for s in manifest.get("steps", []) if s.get("kind") == "eval"]
-    base = next((s for s in evals if s.get("label") == "base"), None)
-    final = evals[-1] if evals else None
-    values = lambda step: {s["task"]: s["value"] for s in step["scores"]} if step else {}  # noqa: E731
-    partial = any(s.get("provenance", {}).get("partial") for s in evals)
-    return values(final), values(base), partial
+    final, base = run.final_eval, run.base_eval
+    partial = any(s.provenance.get("partial") for s in run.evals)
+    return (final.score_values() if final else {}, base.score_values() if base else {},
+            partial)
 
 
 def build_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -167,10 +166,9 @@ def plot_png(path: Path, tasks: list[str], rows: list[dict[str, Any]], name: str
         fontsize=11,
     )
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def write_report(
@@ -190,10 +188,9 @@ def write_report(
 def load_results(store: Any, run_ids: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
     results = []
     for model, pipeline, run_id in run_ids:
-        manifest = store.run_manifest(run_id)
-        final, base, partial = final_and_base(manifest)
-        evals = [s for s in manifest.get("steps", []) if s.get("kind") == "eval"]
-        samples = (evals[-1].get("files") or {}).get("samples", {}) if evals else {}
+        run = store.run(run_id)
+        final, base, partial = final_and_base(run)
+        samples = run.final_eval.sample_files() if run.final_eval else {}
         results.append(
             {
                 "model": model,
@@ -202,7 +199,7 @@ def load_results(store: Any, run_ids: list[tuple[str, str, str]]) -> list[dict[s
                 "final": final,
                 "base": base,
                 "partial": partial,
-                "samples": samples if isinstance(samples, dict) else {},
+                "samples": samples,
             }
         )
     return results

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from srlm_harness.api import UserError
+from srlm_harness.store.manifest import RunManifest, StepRecord
 from srlm_harness.study import stats
 
 RL_STAGES = frozenset({"grpo"})
@@ -55,27 +56,23 @@ def _scores(evaluation: dict[str, Any] | None, folder: Path | None) -> dict[str,
     return found
 
 
-def result_from_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+def result_from_manifest(run: RunManifest) -> dict[str, Any]:
     """One study result from a run manifest (sample logs where the store holds them)."""
-    evals = [s for s in manifest.get("steps", []) if s.get("kind") == "eval"]
-    base = next((s for s in evals if s.get("label") == "base"), None)
 
-    def with_samples(step: dict[str, Any] | None) -> dict[str, Any] | None:
+    def with_samples(step: StepRecord | None) -> dict[str, Any] | None:
         if step is None:
             return None
-        files = (step.get("files") or {}).get("samples") or {}
-        scores = [{**s, "samples": files.get(s["task"])} for s in step["scores"]]
-        return {"scores": scores}
+        files = step.sample_files()
+        return {"scores": [{**s.model_dump(), "samples": files.get(s.task)} for s in step.scores]}
 
-    spec = manifest.get("spec", {})
     return {
-        "model": manifest.get("model", {}).get("ref"),
-        "pipeline": manifest.get("name"),
-        "seed": spec.get("seed"),
-        "run_id": manifest.get("run_id"),
-        "stages": [next(iter(s)) for s in spec.get("stages", [])],
-        "final": _scores(with_samples(evals[-1] if evals else None), None),
-        "base": _scores(with_samples(base), None),
+        "model": run.model.ref,
+        "pipeline": run.name,
+        "seed": run.spec.get("seed"),
+        "run_id": run.run_id,
+        "stages": [next(iter(s)) for s in run.spec.get("stages", [])],
+        "final": _scores(with_samples(run.final_eval), None),
+        "base": _scores(with_samples(run.base_eval), None),
     }
 
 

@@ -15,12 +15,19 @@ import os
 import re
 import shutil
 import struct
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from srlm_harness.api import ModelSource, ResolvedModel, UserError
+from srlm_harness.api import (
+    ModelSource,
+    ResolvedModel,
+    UserError,
+    atomic_write_json,
+    file_sha256,
+)
 from srlm_harness.api.hookspecs import hookimpl
 
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -67,20 +74,13 @@ def file_hashes(paths: list[Path]) -> dict[Path, str]:
         if hit and hit[0] == stat.st_size and hit[1] == stat.st_mtime_ns:
             result[path] = hit[2]
             continue
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
-        result[path] = digest.hexdigest()
+        result[path] = file_sha256(path)
         cache[key] = [stat.st_size, stat.st_mtime_ns, result[path]]
         changed = True
     if changed:
         try:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_path.with_name(f"{cache_path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"version": 1, "files": cache}))
-            os.replace(tmp, cache_path)
-        except OSError:
+            atomic_write_json(cache_path, {"version": 1, "files": cache}, indent=None)
+        except (OSError, UserError):
             pass  # a read-only home only costs re-hashing next time
     return result
 
@@ -233,8 +233,8 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     model = AutoModelForCausalLM.from_config(type(loaded.config).from_dict(config))
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    # A unique folder beside the target: two processes converting at once never share one.
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

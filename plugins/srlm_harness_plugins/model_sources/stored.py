@@ -55,21 +55,20 @@ def stage_key(ref: str, store: Any) -> str | None:
 
 
 def _run_final_key(run_id: str, store: Any) -> str:
-    manifest = store.run_manifest(run_id)
-    if manifest.get("status") != "complete":
+    run = store.run(run_id)
+    if run.status != "complete":
         raise UserError(
-            f"run '{manifest.get('run_id')}' is {manifest.get('status')}, not complete",
+            f"run '{run.run_id}' is {run.status}, not complete",
             None,
             "finish it (run its command again) or name one of its stages with stage:<key>",
         )
-    stages = [s for s in manifest.get("steps", []) if s.get("kind") == "stage"]
-    if not stages:
+    if not run.stages:
         raise UserError(
-            f"run '{manifest.get('run_id')}' trained no stage",
+            f"run '{run.run_id}' trained no stage",
             None,
-            f"use its model directly: {manifest.get('model', {}).get('ref')}",
+            f"use its model directly: {run.model.ref}",
         )
-    return str(stages[-1]["key"])
+    return str(run.stages[-1].key)
 
 
 def identify_stored(ref: str, store: Any = None) -> str | None:

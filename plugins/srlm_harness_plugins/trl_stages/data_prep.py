@@ -14,17 +14,18 @@ same records, options and seed would be trained in a different order.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from srlm_harness.api import StageContext
-from srlm_harness.store.store import atomic_write_json
+from srlm_harness.api import StageContext, atomic_write_json
 
 #: 1: length-grouped order from a generator seeded with the stage seed (was torch's global RNG
 #: inside the trainer, over TRL's own lengths), and only the records the steps reach prepared.
@@ -225,12 +226,14 @@ def save_prepared(trainer: Any, path: Path) -> None:
     """Keep the trainer's prepared dataset at ``path`` (written aside, then renamed)."""
     if path.is_dir():
         return
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.train_dataset.save_to_disk(str(tmp))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A unique folder beside the target: two processes preparing at once never share one.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        os.replace(tmp, path)
-    except OSError:  # another run kept the same preparation first
+        trainer.train_dataset.save_to_disk(str(tmp))
+        with contextlib.suppress(OSError):  # another run kept the same preparation first
+            os.replace(tmp, path)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 

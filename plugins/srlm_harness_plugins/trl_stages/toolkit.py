@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from srlm_harness.api import StageContext, UserError
+from srlm_harness.api import StageContext, UserError, atomic_write_json, read_json
 from srlm_harness_plugins.trl_stages import common as training
 from srlm_harness_plugins.trl_stages import grpo
 from srlm_harness_plugins.verifiers import Verdict, verify
@@ -154,12 +153,9 @@ def sample_completions(
     path = Path(ctx.cache_dir or ctx.work_dir) / f"samples-{digest}.json"
     if path.is_file():
         ctx.log(f"{ctx.stage_name}: reusing {sampling.num_samples} samples per prompt from {path}")
-        return list(json.loads(path.read_text(encoding="utf-8"))["samples"])
+        return list(read_json(path, "cached samples")["samples"])
     samples = generate(ctx, records, sampling, **prompt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"settings": settings, "samples": samples}), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_json(path, {"settings": settings, "samples": samples}, indent=None)
     return samples
 
 
