@@ -214,33 +214,8 @@ def markdown_table(table: dict[str, Any]) -> str:
             "| model | pipeline | seeds | score | Δ vs base | better / worse | p (Holm) | |",
             "|---|---|---:|---|---:|---:|---:|---|",
         ]
-        for row in table["rows"]:
-            cell = row["cells"][task]
-            if cell["value"] is None:
-                continue
-            score = _pct(cell["value"])
-            if len(cell["seeds"]) > 1:
-                sd = f" ± {100 * cell['sd']:.1f}" if cell["sd"] is not None else ""
-                score += f"{sd} [{_pct(cell['min'])}–{_pct(cell['max'])}]"
-            else:
-                score += f" [{_pct(cell['low'])}–{_pct(cell['high'])}]"
-            if cell.get("best"):
-                score = f"**{score}**"
-            delta = (
-                "—"
-                if cell.get("delta") is None or not row["stages"]
-                else (f"{100 * cell['delta']:+.1f}" + ("\\*" if cell.get("significant") else ""))
-            )
-            counts = (
-                f"{cell['better']} / {cell['worse']}" if "better" in cell and row["stages"] else "—"
-            )
-            p = _p(cell.get("p_holm")) if row["stages"] else "—"
-            flag = "⚠ unstable" if cell["unstable"] else ""
-            seeds = ",".join(str(s) for s in row["seeds"])
-            lines.append(
-                f"| {row['model']} | {row['pipeline']} | {seeds} | {score} | {delta} | "
-                f"{counts} | {p} | {flag} |"
-            )
+        lines += [_summary_row(row, row["cells"][task]) for row in table["rows"]
+                  if row["cells"][task]["value"] is not None]
         lines += [
             "",
             "Per seed:",
@@ -248,18 +223,42 @@ def markdown_table(table: dict[str, Any]) -> str:
             "| pipeline | seed | score [95 % CI] | n | Δ | p | run |",
             "|---|---:|---|---:|---:|---:|---|",
         ]
-        for row in table["rows"]:
-            cell = row["cells"][task]
-            for seed in cell.get("seeds", []):
-                delta = f"{100 * seed['delta']:+.1f}" if "delta" in seed and row["stages"] else "—"
-                p = _p(seed.get("p")) if row["stages"] else "—"
-                lines.append(
-                    f"| {row['pipeline']} | {seed['seed']} | {_pct(seed['value'])} "
-                    f"[{_pct(seed['low'])}–{_pct(seed['high'])}] | {seed['n']} | {delta} | {p} "
-                    f"| `{seed['run']}` |"
-                )
+        lines += [_seed_row(row, seed) for row in table["rows"]
+                  for seed in row["cells"][task].get("seeds", [])]
         lines.append("")
     return "\n".join(lines)
+
+
+def _summary_row(row: dict[str, Any], cell: dict[str, Any]) -> str:
+    """A pipeline's line of the summary table, for one task."""
+    score = _pct(cell["value"])
+    if len(cell["seeds"]) > 1:
+        sd = f" ± {100 * cell['sd']:.1f}" if cell["sd"] is not None else ""
+        score += f"{sd} [{_pct(cell['min'])}–{_pct(cell['max'])}]"
+    else:
+        score += f" [{_pct(cell['low'])}–{_pct(cell['high'])}]"
+    if cell.get("best"):
+        score = f"**{score}**"
+    delta = (
+        "—"
+        if cell.get("delta") is None or not row["stages"]
+        else (f"{100 * cell['delta']:+.1f}" + ("\\*" if cell.get("significant") else ""))
+    )
+    counts = f"{cell['better']} / {cell['worse']}" if "better" in cell and row["stages"] else "—"
+    p = _p(cell.get("p_holm")) if row["stages"] else "—"
+    flag = "⚠ unstable" if cell["unstable"] else ""
+    seeds = ",".join(str(s) for s in row["seeds"])
+    return (f"| {row['model']} | {row['pipeline']} | {seeds} | {score} | {delta} | "
+            f"{counts} | {p} | {flag} |")
+
+
+def _seed_row(row: dict[str, Any], seed: dict[str, Any]) -> str:
+    """One training seed's line of the per-seed table."""
+    delta = f"{100 * seed['delta']:+.1f}" if "delta" in seed and row["stages"] else "—"
+    p = _p(seed.get("p")) if row["stages"] else "—"
+    return (f"| {row['pipeline']} | {seed['seed']} | {_pct(seed['value'])} "
+            f"[{_pct(seed['low'])}–{_pct(seed['high'])}] | {seed['n']} | {delta} | {p} "
+            f"| `{seed['run']}` |")
 
 
 def _kind(stages: list[str]) -> str:

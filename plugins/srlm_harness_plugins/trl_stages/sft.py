@@ -59,7 +59,6 @@ def train_sft(
     """Fine-tune ``ctx.input_model`` on ``records`` (standard records; the target is each
     one's ``solution`` or ``answer``) and save the result to ``ctx.output_dir``."""
     from trl import SFTConfig as TrlSFTConfig
-    from trl import SFTTrainer
 
     if not records:
         raise UserError("the dataset has no records", f"stage {description}")
@@ -87,6 +86,22 @@ def train_sft(
         # CPU (no flash-attention kernels for padding-free batches) is the cheap win.
         train_sampling_strategy="group_by_length",
     )
+    trainer = sft_trainer(ctx, args, model, tokenizer, peft_config, prepared, sampler,
+                          description)
+    metrics = training.train(trainer, ctx)
+    metrics.update(examples=len(examples), prompt_format="chat" if chat else "plain")
+    metrics["examples_prepared"] = len(prepared)
+    metrics["finetune"] = "lora" if options.lora else "full"
+    training.save_trained(trainer, tokenizer, Path(ctx.output_dir), options.lora)
+    return metrics
+
+
+def sft_trainer(ctx: StageContext, args: Any, model: Any, tokenizer: Any, peft_config: Any,
+                prepared: list[dict[str, Any]], sampler: Any, description: str) -> Any:
+    """TRL's ``SFTTrainer`` over the ``prepared`` examples, drawing them through ``sampler``;
+    the tokenised dataset is kept (and reused) beside the stage's other caches."""
+    from trl import SFTTrainer
+
     prepared_at = data_prep.prepared_path(ctx, tokenizer, prepared, args)
     # TRL tokenises, labels and truncates the examples here: shown as the step's progress.
     preparing = lambda desc: f"{description}: {desc.lower() or 'preparing data'}"  # noqa: E731
@@ -103,12 +118,7 @@ def train_sft(
         )
     data_prep.use_sampler(trainer, sampler)
     data_prep.save_prepared(trainer, prepared_at)
-    metrics = training.train(trainer, ctx)
-    metrics.update(examples=len(examples), prompt_format="chat" if chat else "plain")
-    metrics["examples_prepared"] = len(prepared)
-    metrics["finetune"] = "lora" if options.lora else "full"
-    training.save_trained(trainer, tokenizer, Path(ctx.output_dir), options.lora)
-    return metrics
+    return trainer
 
 
 def check_examples_left(
