@@ -12,10 +12,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from srlm_harness.api import UserError
+from srlm_harness.store.manifest import RUN_SCHEMA  # noqa: F401 - defined once, with the run manifest
 from srlm_harness.util.names import MAX_LENGTH, SAFE_NAME
 
 SCHEMA = "srlm-harness/entry@1"
-RUN_SCHEMA = "srlm-harness/run@1"
 _NAME = SAFE_NAME
 _SAMPLES_PATH = r"^samples/[0-9a-f]{64}\.jsonl\.gz$"
 _SHA256 = r"^[0-9a-f]{64}$"
