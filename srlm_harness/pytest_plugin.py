@@ -11,6 +11,9 @@ ask for one (``-p no:srlm_harness`` turns the plugin off entirely).
 - ``srlm_session``: plugins, registries and store together, offline (``HF_HUB_OFFLINE``);
 - ``srlm_stage_context(stage, options=None, model=None)``: the ``StageContext`` a run would
   give ``stage`` (default model: the tiny one);
+- ``srlm_bare_stage_context(config, records=None, model=None, **fields)``: a
+  ``StageContext`` for calling a stage's ``run`` / ``preflight`` directly, without a plan or
+  a store (``srlm_harness.testing.make_stage_context``, in ``tmp_path``);
 - ``srlm_run_pipeline(spec, overrides=())``: run a pipeline in-process and return its run
   manifest; ``spec`` is a mapping (``model`` defaults to the tiny model) or a YAML path.
 """
@@ -67,6 +70,17 @@ def srlm_stage_context(srlm_session: Any, srlm_tiny_model: Path) -> Callable[...
 
     def make(stage: str, options: Mapping[str, Any] | None = None, model: Any = None) -> Any:
         return stage_context(srlm_session, stage, options, model or srlm_tiny_model)
+
+    return make
+
+
+@pytest.fixture
+def srlm_bare_stage_context(tmp_path: Path, srlm_tiny_model: Path) -> Callable[..., Any]:
+    from srlm_harness.testing import make_stage_context
+
+    def make(config: Any, records: Any = None, model: Any = None, **fields: Any) -> Any:
+        return make_stage_context(tmp_path / "stage", model or srlm_tiny_model, config,
+                                  records, **fields)
 
     return make
 

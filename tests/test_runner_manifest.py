@@ -192,3 +192,16 @@ def test_a_malformed_manifest_is_one_line_naming_the_run(bad: Any, field: str | 
     assert "malformed manifest" in caught.value.message
     if field:
         assert field in caught.value.message
+
+
+def test_the_bare_stage_context_fixture_runs_a_stage_directly(
+    srlm_bare_stage_context: Any, tmp_path: Path
+) -> None:
+    from srlm_harness_plugins.trl_stages import sft
+
+    config = sft.SftConfig(max_steps=1, batch_size=4, max_length=64)
+    ctx = srlm_bare_stage_context(config, records=None)
+    sft.preflight(ctx)
+    metrics = sft.run(ctx).metrics
+    assert metrics["steps"] == 1 and (ctx.output_dir / "config.json").is_file()
+    assert ctx.progress[-1][:2] == (1, 1)
