@@ -2,10 +2,11 @@
 (:class:`RunManifest`, one :class:`StepRecord` per stage or evaluation) and a finished
 entry's ``stages|evals/<key>/manifest.json`` (:class:`EntryManifest`).
 
-Written and read through these models only. Every field has a default and unknown fields
-are kept, so a manifest from an older or newer release reads (and writes back) without
-loss; a record is written with the fields that were set, so the JSON has the same keys it
-always had (a stage step has no ``scores`` key, an evaluation step no ``metrics``).
+Written and read through these models only. Every field but a score's task, metric and
+value has a default, and unknown fields are kept, so a manifest from an older or newer
+release reads (and writes back) without loss; a record is written with the fields that were
+set, so the JSON has the same keys it always had (a stage step has no ``scores`` key, an
+evaluation step no ``metrics``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from srlm_harness.errors import UserError
 from srlm_harness.util.fs import atomic_write_json, read_json
 
-#: The ``schema`` of a run manifest; a reader refuses any other.
+#: The ``schema`` of a run manifest (publishing refuses a manifest without it).
 RUN_SCHEMA = "srlm-harness/run@1"
 
 
