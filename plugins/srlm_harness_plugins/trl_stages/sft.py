@@ -174,3 +174,9 @@ def srlm_register_stages(register):  # type: ignore[no-untyped-def]
             train=train_records,
         )
     )
+
+
+@hookimpl
+def srlm_libraries() -> list[str]:
+    # The training stack every built-in stage (sft, kd, grpo, rft) runs on.
+    return ["torch", "transformers", "trl", "peft", "accelerate", "datasets"]
