@@ -7,7 +7,7 @@ registered verifier, ``write_board_entry`` writes an entry into a leaderboard fo
 """
 
 from srlm_harness.api.hookspecs import hookimpl, hookspec
-from srlm_harness.api.services import find_verifier, write_board_entry
+from srlm_harness.api.services import check_name, find_verifier, write_board_entry
 from srlm_harness.api.types import (
     STORED_IDENTITY,
     DatasetSource,
@@ -73,6 +73,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "cache_dir",
+    "check_name",
     "data_dir",
     "dataset_spec",
     "did_you_mean",

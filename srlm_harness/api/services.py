@@ -19,6 +19,14 @@ def find_verifier(name: str, where: str | None = None) -> Verifier:
     return current_registry().verifiers.get(name, where or "verifier")
 
 
+def check_name(value: Any, what: str, where: str | None = None) -> str:
+    """``value`` if it is a safe file name (one path component of letters, digits, ``.``,
+    ``_``, ``-``), else a UserError naming ``what`` and ``where``."""
+    from srlm_harness.util.names import check_name as check
+
+    return check(value, what, where)
+
+
 def write_board_entry(entry: dict[str, Any], board_dir: str | Path) -> str:
     """Write ``entry`` as ``<board_dir>/entries/<entry id>.json`` atomically (the entry id is
     checked to be a safe file name) and return the path. Entry ids are unique, so two

@@ -125,7 +125,7 @@ def run_eval(job: dict[str, Any], session: Any, events: Events, folder: Path) ->
         events.log,
     )
     result = evaluator.evaluate(request)
-    return {"scores": score_dicts(result.scores), "provenance": result.provenance,
+    return {"scores": score_dicts(result.scores), "provenance": result.provenance.to_dict(),
             "files": result.files}
 
 

@@ -412,7 +412,7 @@ class Runner:
                 cached = {
                     **step.describe(),
                     "scores": score_dicts(result.scores),
-                    "provenance": result.provenance,
+                    "provenance": result.provenance.to_dict(),
                     "files": files,
                     "seconds": seconds,
                     "finished": now(),
