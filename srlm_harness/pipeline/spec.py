@@ -382,34 +382,8 @@ def validate(raw: Any, where: Where, registry: Registry, source: str) -> Pipelin
     except ValidationError as exc:
         raise _pydantic_error(exc, where, (), top, SpecModel) from None
 
-    stages: list[StageSpec] = []
-    for i, entry in enumerate(spec.stages):
-        name, options = next(iter(entry.items()))
-        loc = locate(where, ("stages", i), top)
-        stage_type = registry.stages.get(name, where=loc)
-        try:
-            config = stage_type.config.model_validate(options)
-        except ValidationError as exc:
-            raise _pydantic_error(exc, where, ("stages", i, name), loc, stage_type.config) from None
-        validate_nested(registry, stage_type, config, where, ("stages", i, name), loc)
-        stages.append(StageSpec(i, name, stage_type, config, loc))
-
-    tasks: list[Task] = []
-    if spec.evaluate is not None:
-        eval_loc = locate(where, ("evaluate",), top)
-        tasks = resolve_tasks(spec.evaluate.tasks, registry, eval_loc)
-        if not tasks:
-            raise UserError("'evaluate' names no tasks", eval_loc, "add tasks: [gsm8k, ...]")
-        model_args = spec.evaluate.options.get("model_args")
-        if isinstance(model_args, dict) and model_args.get("trust_remote_code") \
-                and not spec.trust_remote_code:
-            path = ("evaluate", "options", "model_args", "trust_remote_code")
-            raise UserError(
-                "evaluate.options.model_args.trust_remote_code runs the model's own Python; "
-                "remote code is off unless the spec opts in at the top level",
-                locate(where, path, eval_loc),
-                "set 'trust_remote_code: true' at the top of the spec (see docs/guarantees.md)",
-            )
+    stages = _stage_specs(spec, where, registry, top)
+    tasks = _evaluation_tasks(spec, where, registry, top)
     if not stages and spec.evaluate is None:
         raise UserError("the pipeline has no stages and no evaluation: nothing to do", top,
                         "add 'stages: [...]' or 'evaluate: {tasks: [...]}'")
@@ -432,6 +406,45 @@ def validate(raw: Any, where: Where, registry: Registry, source: str) -> Pipelin
         ),
         trust_remote_code=spec.trust_remote_code,
     )
+
+
+def _stage_specs(spec: SpecModel, where: Where, registry: Registry, top: str) -> list[StageSpec]:
+    """Each ``stages:`` entry checked against its stage's config schema (and the options it
+    holds for other stages and rewards)."""
+    stages: list[StageSpec] = []
+    for i, entry in enumerate(spec.stages):
+        name, options = next(iter(entry.items()))
+        loc = locate(where, ("stages", i), top)
+        stage_type = registry.stages.get(name, where=loc)
+        try:
+            config = stage_type.config.model_validate(options)
+        except ValidationError as exc:
+            raise _pydantic_error(exc, where, ("stages", i, name), loc, stage_type.config) from None
+        validate_nested(registry, stage_type, config, where, ("stages", i, name), loc)
+        stages.append(StageSpec(i, name, stage_type, config, loc))
+    return stages
+
+
+def _evaluation_tasks(spec: SpecModel, where: Where, registry: Registry, top: str) -> list[Task]:
+    """The tasks of ``evaluate:`` (none without it); remote code in the evaluator's model
+    arguments only with the spec's top-level opt-in."""
+    if spec.evaluate is None:
+        return []
+    eval_loc = locate(where, ("evaluate",), top)
+    tasks = resolve_tasks(spec.evaluate.tasks, registry, eval_loc)
+    if not tasks:
+        raise UserError("'evaluate' names no tasks", eval_loc, "add tasks: [gsm8k, ...]")
+    model_args = spec.evaluate.options.get("model_args")
+    if isinstance(model_args, dict) and model_args.get("trust_remote_code") \
+            and not spec.trust_remote_code:
+        path = ("evaluate", "options", "model_args", "trust_remote_code")
+        raise UserError(
+            "evaluate.options.model_args.trust_remote_code runs the model's own Python; "
+            "remote code is off unless the spec opts in at the top level",
+            locate(where, path, eval_loc),
+            "set 'trust_remote_code: true' at the top of the spec (see docs/guarantees.md)",
+        )
+    return tasks
 
 
 def validate_nested(

@@ -326,7 +326,7 @@ class FileOptions(BaseModel):
         "N becomes the answer and the text the solution",
     )
     verifier: str | None = Field(
-        None, description="registered verifier for every record (`srlm-harness verifiers`)")
+        None, description="registered verifier for every record (gsm8k, math, reasoning_gym, ...)")
 
 
 STANDARD_FIELDS = ("prompt", "messages", "answer", "solution", "verifier")
