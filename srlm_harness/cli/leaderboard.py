@@ -74,9 +74,7 @@ def leaderboard(ctx: click.Context, root: str | None) -> None:
 @click.option(
     "--publisher",
     "-p",
-    default="folder",
-    show_default=True,
-    help="Publisher name (`srlm-harness publishers` lists them).",
+    help="Publisher name (default: the installed board publisher, `folder`).",
 )
 @click.option("--target", "-t", help="Where non-board publishers write (hf: a path or '-').")
 @click.option(
@@ -89,7 +87,7 @@ def publish(
     ctx: click.Context,
     run: str,
     board: str | None,
-    publisher: str,
+    publisher: str | None,
     target: str | None,
     store: str | None,
 ) -> None:
@@ -97,7 +95,8 @@ def publish(
     from srlm_harness.leaderboard.board import publish_run
 
     registry = _registry(ctx)
-    chosen = registry.publishers.get(publisher, "--publisher")
+    chosen = (registry.publishers.get(publisher, "--publisher") if publisher
+              else registry.board_publisher("--publisher"))
     manifest = load_manifest(ctx, run, store)
     store = store or getattr(ctx.find_root().obj, "store_root", None)
     root = _root(ctx)
@@ -105,7 +104,8 @@ def publish(
         target, root = _publish_board(ctx, manifest, board, root)
     elif not target:
         raise UserError(f"publisher {publisher!r} needs --target", "--target")
-    published = publish_run(manifest, target, publisher, root=root, registry=registry, store=store)
+    published = publish_run(manifest, target, chosen.name, root=root, registry=registry,
+                            store=store)
     if published.new:
         click.echo(f"published {manifest.get('run_id')} -> {published.location}")
     else:

@@ -482,7 +482,7 @@ def published_copy(board_dir: Path, entry: dict[str, Any]) -> Path | None:
 def publish_run(
     manifest: dict[str, Any],
     target: str,
-    publisher: str = "folder",
+    publisher: str | None = None,
     *,
     root: str | Path | None = None,
     registry: Any = None,
@@ -495,16 +495,18 @@ def publish_run(
     under the board's lock it skips an entry whose results the board already holds (that
     entry is returned with ``new=False``), copies the sample logs into the board and calls
     the publisher to write the entry; then it re-renders the board. Other publishers get
-    the entry and the target as they take it (``hf``: a file or folder path).
-    ``registry`` defaults to one built from the installed plugins; ``store`` (a Store or
-    its root) resolves sample-log paths recorded relative to the store.
+    the entry and the target as they take it (``hf``: a file or folder path). Without a
+    ``publisher`` the installed board publisher is used. ``registry`` defaults to one built
+    from the installed plugins; ``store`` (a Store or its root) resolves sample-log paths
+    recorded relative to the store.
     """
     if registry is None:
         from srlm_harness.plugin_system.manager import load_plugins
         from srlm_harness.plugin_system.registry import Registry
 
         registry = Registry(load_plugins())
-    chosen = registry.publishers.get(publisher, "--publisher")
+    chosen = (registry.publishers.get(publisher, "--publisher") if publisher
+              else registry.board_publisher("--publisher"))
     if not chosen.board:
         return Published(chosen.publish(build_entry(manifest, store=store), target))
     board_dir = board_path(target, root)  # checked before any work

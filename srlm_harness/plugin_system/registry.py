@@ -149,6 +149,16 @@ class Registry:
             "name the evaluator in the task, or install/enable the one default evaluator",
         )
 
+    def board_publisher(self, where: str | None = None) -> Publisher:
+        """The publisher that writes leaderboard folders (``board=True``), when a board is
+        published to without naming a publisher; several of them must be chosen between."""
+        found = [p for p in self.publishers if p.board]
+        if len(found) == 1:
+            return found[0]
+        what = f"several board publishers ({', '.join(p.name for p in found)})" if found \
+            else "no board publisher"
+        raise UserError(f"{what} installed", where, "name one with --publisher NAME")
+
     def evaluator_for_unregistered(self) -> Evaluator | None:
         """The evaluator that takes task names nobody registered: the default one if it
         accepts them, else the only one that does; ``None`` when none does."""

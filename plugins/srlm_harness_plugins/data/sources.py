@@ -89,14 +89,24 @@ class Gsm8kOptions(BaseModel):
     revision: str | None = Field(None, description="Hub commit to load when the Hub is used")
 
 
-def _gsm8k_local(opts: Gsm8kOptions, split: str) -> Path | None:
-    root = data_dir(opts.data_dir)
+def local_split(
+    subdir: str, split: str, base: str | Path | None = None, flat: bool = False
+) -> Path | None:
+    """``<data dir>/<subdir>/<split>.jsonl`` if it exists (with ``flat``, else
+    ``<data dir>/<split>.jsonl``: a data dir that is the ``<subdir>`` folder itself), the data
+    dir being ``base`` (a source's ``data_dir`` option) or ``$SRLM_HARNESS_DATA_DIR``. The one
+    lookup of the shared data files, for training sources and evaluation tasks alike."""
+    root = data_dir(base)
     if root is None:
         return None
-    for candidate in (root / "gsm8k" / f"{split}.jsonl", root / f"{split}.jsonl"):
-        if candidate.is_file():
-            return candidate
-    return None
+    candidates = [root / subdir / f"{split}.jsonl"]
+    if flat:
+        candidates.append(root / f"{split}.jsonl")
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def _gsm8k_local(opts: Gsm8kOptions, split: str) -> Path | None:
+    return local_split("gsm8k", split, opts.data_dir, flat=True)
 
 
 def _gsm8k_missing(opts: Gsm8kOptions, split: str, why: str) -> UserError:

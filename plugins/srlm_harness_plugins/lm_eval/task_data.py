@@ -33,12 +33,12 @@ SOURCES: dict[str, tuple[str, tuple[str, ...], str, str | None]] = {
 
 def local_files(source: str) -> dict[str, Path] | None:
     """The local split files of ``source`` if all of them exist under the data directory."""
-    root = data_dir()
+    from srlm_harness_plugins.data.sources import local_split
+
     subdir, splits, _, _ = SOURCES[source]
-    if root is None:
-        return None
-    files = {split: root / subdir / f"{split}.jsonl" for split in splits}
-    return files if all(path.is_file() for path in files.values()) else None
+    files = {split: local_split(subdir, split) for split in splits}
+    found = {split: path for split, path in files.items() if path is not None}
+    return found if len(found) == len(splits) else None
 
 
 def describe(source: str) -> dict[str, Any]:
