@@ -334,7 +334,9 @@ def export(ctx: click.Context, run_or_entry: str, fmt: str, output: str, store: 
         if output == "-":
             click.echo(text)
         else:
-            Path(output).write_text(text + "\n", encoding="utf-8")
+            from srlm_harness.util.fs import atomic_write_text
+
+            atomic_write_text(Path(output), text + "\n")
         return
     chosen = _registry(ctx).publishers.get(fmt, "--format")
     if chosen.board:
