@@ -142,8 +142,8 @@ class EvaluateSpec(BaseModel):
     limit: float | None = Field(
         None,
         gt=0,
-        description="samples per task, or a fraction of each task below 1 (as lm_eval's "
-        "--limit); marks results partial",
+        description="samples per task, or a fraction of each task below 1; marks results "
+        "partial",
     )
     after: list[When] = Field(
         default_factory=lambda: list[When](["base", "end"]),
