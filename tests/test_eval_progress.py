@@ -73,4 +73,4 @@ def test_a_fractional_limit_evaluates_that_share_of_each_task(tmp_path, rg_cache
     result = evaluate(request(model, ["rg_basic_arithmetic"], tmp_path / "out", limit=0.01))
     [score] = result.scores
     assert score.n == 5  # 1% of the task's 500 held-out problems
-    assert result.provenance["partial"] is True
+    assert result.provenance.partial is True

@@ -265,13 +265,13 @@ def test_bad_board_name_from_the_cli(store: Path, boards: Path, harness) -> None
     assert not (boards.parent.parent / "outside").exists()
 
 
-def test_folder_publisher_rejects_unsafe_entry_ids(store: Path, tmp_path: Path) -> None:
-    from srlm_harness_plugins.publishers import publish_to_folder
+def test_board_entries_reject_unsafe_entry_ids(store: Path, tmp_path: Path) -> None:
+    from srlm_harness.api import write_board_entry
 
     entry = build_entry(make_run(store, "r1", 0.5))
     for bad in ("../../evil", "/tmp/evil", "a/b", ".hidden"):
         with pytest.raises(UserError, match="invalid entry id"):
-            publish_to_folder({**entry, "id": bad}, str(tmp_path / "board"))
+            write_board_entry({**entry, "id": bad}, str(tmp_path / "board"))
     assert not list(tmp_path.rglob("*evil*"))
 
 

@@ -107,9 +107,10 @@ def test_reasoning_gym_task_scores_through_the_verifier(answer_model, rg_cache, 
         assert row["prompt"].startswith("<|im_start|>user\n" + doc["question"])
         assert row["prompt_hash"] == hashlib.sha256(row["prompt"].encode()).hexdigest()
     prov = result.provenance
-    assert prov["partial"] is True and prov["sample_count"] == 8 and prov["seed"] == 0
-    task = prov["tasks"]["rg_basic_arithmetic"]
-    assert task["chat_template"] and task["n_shot"] == 0 and task["documents"] == 500
+    assert prov.partial is True and prov.extra["sample_count"] == 8 and prov.seed == 0
+    assert prov.libraries["lm_eval"] and prov.limit == 8
+    task = prov.tasks["rg_basic_arithmetic"]
+    assert task.chat_template and task.n_shot == 0 and task.extra["documents"] == 500
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scores"]["rg_basic_arithmetic"]["value"] == score.value
     assert result.files["samples"] == {"rg_basic_arithmetic": "samples_rg_basic_arithmetic.jsonl"}
@@ -135,18 +136,18 @@ def test_gsm8k_and_chat_variant_end_to_end(answer_model, gsm8k_dir, tmp_path, mo
     chat = read_jsonl(tmp_path / "samples_gsm8k_cot_chat.jsonl")[0]["prompt"]
     assert plain.count("Question:") == 6 and "<|im_start|>" not in plain  # 5-shot, no template
     assert chat.startswith("<|im_start|>user\n")
-    prov = result.provenance["tasks"]
-    assert prov["gsm8k"]["n_shot"] == 5 and prov["gsm8k"]["version"] == 3.0
-    assert prov["gsm8k"]["chat_template"] is None
-    assert prov["gsm8k_cot_chat"]["chat_template"]
+    prov = result.provenance.tasks
+    assert prov["gsm8k"].n_shot == 5 and prov["gsm8k"].version == 3.0
+    assert prov["gsm8k"].chat_template is None
+    assert prov["gsm8k_cot_chat"].chat_template
     # The documents came from the local files, recorded with their checksums (lm-eval's own
     # config still names the Hub dataset it would have used).
     test_sha = hashlib.sha256((gsm8k_dir / "test.jsonl").read_bytes()).hexdigest()
     for task in ("gsm8k", "gsm8k_cot_chat"):
-        assert prov[task]["data"]["local"]["test"] == str(gsm8k_dir / "test.jsonl")
-        assert prov[task]["data"]["sha256"]["test"] == test_sha
+        assert prov[task].data["local"]["test"] == str(gsm8k_dir / "test.jsonl")
+        assert prov[task].data["sha256"]["test"] == test_sha
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["data_sources"]["gsm8k"] == prov["gsm8k"]["data"]
+    assert results["data_sources"]["gsm8k"] == prov["gsm8k"].data
     assert results["configs"]["gsm8k"]["dataset_path"] == "openai/gsm8k"
 
 
@@ -183,7 +184,7 @@ def test_gsm8k_defaults_reproduce_a_plain_lm_eval_run(gsm8k_dir, tmp_path, monke
     theirs = plain["samples"]["gsm8k"]
     ours = read_jsonl(tmp_path / "out" / "samples_gsm8k.jsonl")
     assert plain["config"]["fewshot_seed"] == 1234 and plain["config"]["batch_size"] is None
-    settings = result.provenance["tasks"]["gsm8k"]["settings"]
+    settings = result.provenance.tasks["gsm8k"].settings
     assert settings["fewshot_seed"] == 1234 and settings["batch_size"] == 8
     assert len({r["response"] for r in ours}) > 1  # the generations differ between documents
     for row in ours:
@@ -200,7 +201,7 @@ def test_gsm8k_defaults_reproduce_a_plain_lm_eval_run(gsm8k_dir, tmp_path, monke
     # A spec may still choose its own draw; it changes the few-shot examples, and is recorded.
     chosen = evaluate(request(model, ["gsm8k"], tmp_path / "o2", limit=2, max_gen_toks=1,
                               fewshot_seed=7))
-    assert chosen.provenance["tasks"]["gsm8k"]["settings"]["fewshot_seed"] == 7
+    assert chosen.provenance.tasks["gsm8k"].settings["fewshot_seed"] == 7
     assert read_jsonl(tmp_path / "o2" / "samples_gsm8k.jsonl")[0]["prompt"] != ours[0]["prompt"]
 
 
@@ -245,7 +246,7 @@ def test_math500_reads_local_files_and_scores_equivalent_forms(answer_model, tmp
     assert [r["correct"] for r in rows] == [True, True, False, True, False]
     assert [r["extracted"] for r in rows] == ["18"] * 5
     assert result.scores[0].value == pytest.approx(3 / 5)
-    assert result.provenance["partial"] is False
+    assert result.provenance.partial is False
 
 
 def test_fingerprint_follows_data_options_and_tasks(tmp_path, monkeypatch):

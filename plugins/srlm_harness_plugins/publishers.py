@@ -1,23 +1,22 @@
 """Built-in leaderboard publishers: ``folder`` (one JSON file per entry in a board folder)
 and ``hf`` (Hugging Face evaluation-results YAML for a model card or a model repository).
 
-A publisher gets a validated entry (schema ``srlm-harness/entry@1``, see docs/leaderboard.md)
-and a target, and returns where the entry went. Copy this module to publish elsewhere.
+A publisher gets a validated entry (schema in docs/leaderboard.md) and a target, and returns
+where the entry went. ``folder`` is a board publisher (``board=True``): the core holds the
+board's lock, skips duplicates, copies the sample logs and renders the board around it, and
+it only writes the entry file with ``write_board_entry``. Copy this module to publish
+elsewhere.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from srlm_harness.api import Publisher
+from srlm_harness.api import Publisher, atomic_write_text, check_name, write_board_entry
 from srlm_harness.api.hookspecs import hookimpl
-from srlm_harness.store.store import writing
-from srlm_harness.util.names import check_name
 
 #: Hub dataset ids of well-known lm-eval tasks, for the Hub's benchmark links.
 HF_DATASETS = {
@@ -28,30 +27,6 @@ HF_DATASETS = {
     "math500": "HuggingFaceH4/MATH-500",
     "arc_challenge": "allenai/ai2_arc",
 }
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # A reader (or a crash) never sees half a file: write aside, then rename over.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with writing(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-# --------------------------------------------------------------------------- folder
-
-
-def publish_to_folder(entry: dict[str, Any], target: str) -> str:
-    """Write ``<target>/entries/<entry id>.json``. Entry ids are unique (timestamp, model,
-    random suffix), so concurrent publishers never touch the same file."""
-    entry_id = check_name(entry.get("id"), "entry id", target)
-    path = Path(target) / "entries" / f"{entry_id}.json"
-    _write_atomic(path, json.dumps(entry, indent=1, ensure_ascii=False) + "\n")
-    return str(path)
 
 
 # --------------------------------------------------------------------------- hf
@@ -119,17 +94,18 @@ def publish_to_hf(entry: dict[str, Any], target: str) -> str:
         return "stdout"
     path = Path(target)
     if path.suffix in (".yaml", ".yml"):
-        _write_atomic(path, dump(model_index(entry)))
+        atomic_write_text(path, dump(model_index(entry)))
         return str(path)
     for name, results in eval_results(entry).items():
         check_name(name, "task name", "entry final.scores")
-        _write_atomic(path / ".eval_results" / name, dump(results))
+        atomic_write_text(path / ".eval_results" / name, dump(results))
     return str(path / ".eval_results")
 
 
 @hookimpl
-def srlm_register_publishers(register):
-    register(Publisher("folder", publish_to_folder,
-                       "one JSON file per entry in a leaderboard folder (entries/ID.json)"))
+def srlm_register_publishers(register: Callable[[Publisher], None]) -> None:
+    register(Publisher("folder", write_board_entry,
+                       "one JSON file per entry in a leaderboard folder (entries/ID.json)",
+                       board=True))
     register(Publisher("hf", publish_to_hf,
                        "Hugging Face model-index YAML (a .yaml path or '-') or .eval_results/"))

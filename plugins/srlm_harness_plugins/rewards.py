@@ -3,8 +3,8 @@
 Each is a TRL-style reward function ``fn(prompts, completions, **columns) -> list[float]``:
 dataset columns arrive as keyword arguments with one entry per completion, and completions
 may be plain strings or chat message lists. ``accuracy`` judges answers with the shared
-verifiers (:mod:`srlm_harness_plugins.verifiers`), so a reward of 1.0 means exactly what a
-correct answer means in evaluation.
+verifiers (built-in ones and any a plugin registers with ``srlm_register_verifiers``), so a
+reward of 1.0 means exactly what a correct answer means in evaluation.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _column_or_default(columns: Mapping[str, Any], name: str, n: int) -> list[An
 
 def accuracy(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:
     """1.0 when the completion's final answer equals the record's ``answer``, judged by the
-    verifier family in the record's ``verifier`` column (default ``gsm8k``)."""
+    verifier the record's ``verifier`` column names (any registered one; default ``gsm8k``)."""
     from srlm_harness_plugins.verifiers import verify
 
     n = len(completions)
@@ -180,6 +180,6 @@ BUILTIN_REWARDS: tuple[Reward, ...] = (
 
 
 @hookimpl
-def srlm_register_rewards(register) -> None:  # type: ignore[no-untyped-def]
+def srlm_register_rewards(register: Callable[[Reward], None]) -> None:
     for reward in BUILTIN_REWARDS:
         register(reward)

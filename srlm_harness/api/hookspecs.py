@@ -36,7 +36,9 @@ if TYPE_CHECKING:
         StageResult,
         StageType,
         Task,
+        Verifier,
     )
+    from srlm_harness.pipeline.plan import EvalStep, StageStep
 
 PROJECT = "srlm_harness"
 
@@ -60,10 +62,24 @@ def srlm_register_stages(register: Callable[[StageType], None]) -> None:
 def srlm_register_tasks(register: Callable[[Task], None]) -> None:
     """Register evaluation tasks, e.g. ``register(Task("gsm8k", include_path=dir))``.
 
-    For lm-eval, a task with an ``include_path`` adds a directory of task YAML files to
-    lm-eval's task index; any lm-eval built-in task name also works without registration.
-    Everything in that folder, the modules its configs name with ``!function``, the files in
-    ``Task.files`` and this plugin's version join the task's evaluation key.
+    A task runs on the evaluator it names (``Task.evaluator``; empty: the default one) and
+    may name the verifier that scores it (``Task.verifier``, checked when a spec is read).
+    For the built-in lm-eval evaluator a task with an ``include_path`` adds a directory of
+    task YAML files to lm-eval's task index (its built-in task names work without
+    registration); everything in that folder, the modules its configs name with
+    ``!function``, the files in ``Task.files`` and this plugin's version join the task's
+    evaluation key.
+    """
+
+
+@hookspec
+def srlm_register_verifiers(register: Callable[[Verifier], None]) -> None:
+    """Register answer verifiers, e.g. ``register(Verifier("parity", verify=check))``.
+
+    A verifier judges a response against a gold answer (``verify(response, gold, **info)
+    -> Verdict``). Tasks name one in ``Task.verifier`` and dataset records in their
+    ``verifier`` column; the ``accuracy`` reward and sampling strategies look it up with
+    ``find_verifier(name)``, so one verifier means "correct" in training and evaluation.
     """
 
 
@@ -92,13 +108,25 @@ def srlm_register_model_sources(register: Callable[[ModelSource], None]) -> None
 
 @hookspec
 def srlm_register_evaluators(register: Callable[[Evaluator], None]) -> None:
-    """Register evaluation engines. Tasks name the evaluator that runs them
-    (``lm-eval`` by default)."""
+    """Register evaluation engines. Tasks name the evaluator that runs them; a task that
+    names none runs on the evaluator registered with ``default=True``. An evaluator with
+    ``accepts_unregistered_tasks=True`` takes task names nobody registered (its
+    ``check_tasks`` rejects the ones it does not know)."""
 
 
 @hookspec
 def srlm_register_publishers(register: Callable[[Publisher], None]) -> None:
-    """Register leaderboard publishers (``folder`` and ``hf`` are built in)."""
+    """Register leaderboard publishers. A publisher with ``board=True`` writes into a
+    leaderboard folder and gets the core's board handling (lock, duplicate check, sample
+    logs, rendering) around its ``publish``; others get the target as given."""
+
+
+@hookspec
+def srlm_libraries() -> list[str]:
+    """Return the names of installed distributions whose versions this plugin's results
+    depend on (``["trl", "torch"]``). The core records their versions in every run's
+    environment; a name that is not installed is left out."""
+    return []
 
 
 @hookspec
@@ -119,22 +147,25 @@ def srlm_pipeline_start(run: RunInfo) -> None:
 
 
 @hookspec
-def srlm_stage_start(run: RunInfo, stage: Any) -> None:
-    """Called before a stage executes (not for cache hits). ``stage`` is the plan step."""
+def srlm_stage_start(run: RunInfo, stage: StageStep) -> None:
+    """Called before a stage executes (not for cache hits). ``stage`` is the plan step
+    (``stage.name``, ``stage.key``, ``stage.spec.config``)."""
 
 
 @hookspec
-def srlm_stage_end(run: RunInfo, stage: Any, result: StageResult | None, cached: bool) -> None:
+def srlm_stage_end(
+    run: RunInfo, stage: StageStep, result: StageResult | None, cached: bool
+) -> None:
     """Called after a stage finished or was taken from the cache (``cached=True``)."""
 
 
 @hookspec
-def srlm_eval_start(run: RunInfo, step: Any) -> None:
+def srlm_eval_start(run: RunInfo, step: EvalStep) -> None:
     """Called before an evaluation step executes (not for cache hits)."""
 
 
 @hookspec
-def srlm_eval_end(run: RunInfo, step: Any, result: EvalResult, cached: bool) -> None:
+def srlm_eval_end(run: RunInfo, step: EvalStep, result: EvalResult, cached: bool) -> None:
     """Called after an evaluation step with its scores."""
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from srlm_harness.pipeline.hardware import Hardware
 
 from srlm_harness.errors import UserError  # noqa: F401  (re-exported: part of the plugin API)
+
+#: The config class of a stage: ``StageContext[MyConfig]`` types ``ctx.config`` as ``MyConfig``.
+ConfigT = TypeVar("ConfigT", bound="BaseModel")
 
 # --------------------------------------------------------------------------- references
 
@@ -39,8 +42,11 @@ class Reference:
 
 
 @dataclass
-class StageContext:
+class StageContext(Generic[ConfigT]):
     """Everything a stage needs to run. Built by the core for each stage execution.
+
+    Generic in the stage's config class: annotate ``ctx: StageContext[MyConfig]`` and
+    ``ctx.config`` is a ``MyConfig`` to a type checker (no casts, no ``type: ignore``).
 
     The stage writes a complete Hugging Face model directory (weights, config, tokenizer,
     chat template) into ``output_dir``; the core moves it into the store atomically once
@@ -49,7 +55,7 @@ class StageContext:
 
     input_model: Path
     output_dir: Path
-    config: BaseModel
+    config: ConfigT
     seed: int
     hardware: Hardware
     #: Survives an interrupted run: trainers keep checkpoints here and resume from them.
@@ -102,11 +108,12 @@ class StageContext:
             key = ".".join(str(p) for p in err["loc"])
             raise UserError(f"{name}.{key}: {err['msg']}", f"stage {self.stage_name}") from None
 
-    def _child(self, name: str, options: Any) -> StageContext:
+    def _child(self, name: str, options: Any) -> StageContext[Any]:
         import dataclasses
 
+        child: StageContext[Any] = self
         return dataclasses.replace(
-            self,
+            child,
             config=self.stage_config(name, options),
             stage_name=f"{self.stage_name}/{name}",
             checkpoint_dir=Path(self.checkpoint_dir) / name,
@@ -150,14 +157,14 @@ class StageType:
 
     name: str
     config: type[BaseModel]
-    run: Callable[[StageContext], StageResult]
+    run: Callable[[StageContext[Any]], StageResult]
     description: str = ""
     references: Callable[[Any], Iterable[Reference]] = lambda config: ()
     #: Bump when the stage's behaviour changes so cached outputs of the old one are not reused.
     version: str = "1"
     #: Checked before anything runs (after the whole spec validated): raise UserError.
     #: ``plan`` runs it too, so keep it cheap (read configs, build on the meta device).
-    preflight: Callable[[StageContext], None] | None = None
+    preflight: Callable[[StageContext[Any]], None] | None = None
     #: Other stages this one runs with ``ctx.run_stage``: stage name -> the config field
     #: holding that stage's options (``""`` for none). The spec validates those options
     #: against the other stage's config (errors point at file:line) and the other stage's
@@ -166,7 +173,7 @@ class StageType:
     #: ``train(ctx, records)``: train ``ctx.input_model`` on the given standard records
     #: (``ctx.config`` is this stage's validated config) into ``ctx.output_dir``. Lets
     #: other stages reuse this one through ``ctx.run_stage``.
-    train: Callable[[StageContext, list[dict[str, Any]]], StageResult] | None = None
+    train: Callable[[StageContext[Any], list[dict[str, Any]]], StageResult] | None = None
     #: The config field that holds ``{reward name: weight or {weight, ...options}}``: the
     #: spec validates each reward's options there, and third-party rewards' plugin
     #: versions join the cache key.
@@ -242,18 +249,20 @@ class DatasetSource:
 
 @dataclass
 class Task:
-    """An evaluation task, run by the evaluator named ``evaluator``.
+    """An evaluation task, run by the evaluator named ``evaluator`` (empty: the registered
+    default evaluator, the one with ``Evaluator.default``).
 
-    For lm-eval tasks ``include_path`` is a directory of task YAML files to add to lm-eval's
-    task index (``None`` for lm-eval's own built-in task names).
+    ``include_path`` is evaluator-specific: for the built-in lm-eval evaluator it is a
+    directory of task YAML files added to lm-eval's task index.
     """
 
     name: str
     description: str = ""
-    evaluator: str = "lm-eval"
+    evaluator: str = ""
     include_path: Path | None = None
-    #: Which verifier family scores it (``gsm8k``, ``math``, ``reasoning_gym``), if any:
-    #: its code joins the eval key, and strategies judge samples for this task with it.
+    #: The registered verifier (``srlm_register_verifiers``) that scores it, if any: the
+    #: spec checks the name, its code joins the eval key, and strategies judge samples for
+    #: this task with it.
     verifier: str | None = None
     #: Files or folders the task reads outside ``include_path`` that its configs do not
     #: name (data a loader opens by itself, say); their contents join the eval key.
@@ -287,18 +296,108 @@ class TaskScore:
 
 
 @dataclass
+class TaskProvenance:
+    """How one task's score was produced: what a leaderboard entry records next to it.
+
+    Every field is optional (``None``: the evaluator does not know it); ``extra`` keeps the
+    evaluator's own details (config hashes, sample counts) as they were recorded.
+    """
+
+    version: str | int | float | None = None
+    n_shot: int | None = None
+    chat_template: str | bool | None = None
+    generation: dict[str, Any] | None = None
+    prompt_hash: str | None = None
+    #: Where the documents came from (local files + sha256, or a Hub id + revision).
+    data: dict[str, Any] | None = None
+    #: Prompt/run settings the score used (few-shot seed, batch size, chat template, ...).
+    settings: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskProvenance:
+        known = {f: data.get(f) for f in _TASK_FIELDS}
+        return cls(**known, extra={k: v for k, v in data.items() if k not in _TASK_FIELDS})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.extra, **{f: getattr(self, f) for f in _TASK_FIELDS}}
+
+
+_TASK_FIELDS = ("version", "n_shot", "chat_template", "generation", "prompt_hash", "data",
+                "settings")
+
+
+@dataclass
+class EvalProvenance:
+    """What an evaluation ran with, typed: the core and leaderboards read these fields, and
+    nothing evaluator-specific. ``libraries`` maps distribution names to the versions the
+    scores depend on (``{"lm_eval": "0.4.9"}``); ``extra`` keeps the evaluator's own details
+    (backend, model arguments, seeds) as recorded."""
+
+    evaluator: str = ""
+    seed: int | None = None
+    #: The request's sample limit (``None``: whole tasks).
+    limit: float | None = None
+    #: Fewer samples than the tasks have were scored.
+    partial: bool = False
+    libraries: dict[str, str] = field(default_factory=dict)
+    tasks: dict[str, TaskProvenance] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> EvalProvenance:
+        """Read a recorded provenance mapping (as ``to_dict`` writes it). Older records
+        kept library versions as top-level ``<library>_version`` keys: those are read into
+        ``libraries``."""
+        data = dict(data or {})
+        libraries = dict(data.pop("libraries", None) or {})
+        for key in [k for k in data if k.endswith("_version") and isinstance(data[k], str)]:
+            libraries.setdefault(key.removesuffix("_version"), data.pop(key))
+        tasks = {name: TaskProvenance.from_dict(value or {})
+                 for name, value in (data.pop("tasks", None) or {}).items()}
+        return cls(
+            evaluator=str(data.pop("evaluator", "") or ""),
+            seed=data.pop("seed", None),
+            limit=data.pop("limit", None),
+            partial=bool(data.pop("partial", False)),
+            libraries=libraries,
+            tasks=tasks,
+            extra=data,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready mapping run manifests and eval caches record."""
+        return {
+            **self.extra,
+            "evaluator": self.evaluator,
+            "seed": self.seed,
+            "limit": self.limit,
+            "partial": self.partial,
+            "libraries": dict(self.libraries),
+            "tasks": {name: task.to_dict() for name, task in self.tasks.items()},
+        }
+
+
+@dataclass
 class EvalResult:
     """Scores plus provenance. The evaluator writes its files under the request's
-    ``output_dir`` (results JSON, per-sample JSONL) and names them in ``files``."""
+    ``output_dir`` (results JSON, per-sample JSONL) and names them in ``files``.
+
+    ``provenance`` may be given as a recorded mapping; it is read into ``EvalProvenance``.
+    """
 
     scores: list[TaskScore]
-    provenance: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
+    provenance: EvalProvenance = field(default_factory=EvalProvenance)
+    files: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.provenance, EvalProvenance):
+            self.provenance = EvalProvenance.from_dict(self.provenance)
 
 
 @dataclass
 class Evaluator:
-    """An evaluation engine (lm-eval is the built-in one).
+    """An evaluation engine (the built-in plugin registers lm-eval).
 
     ``fingerprint(tasks, options)`` identifies task configs and settings for the eval cache.
     """
@@ -311,6 +410,43 @@ class Evaluator:
     #: ``check_tasks(names, registered, where)`` raises UserError (with close matches) for
     #: task names this evaluator does not know; called before anything runs.
     check_tasks: Callable[[list[str], list[str], str], None] | None = None
+    #: Runs tasks that name no evaluator (``Task.evaluator == ""``). One evaluator may say so.
+    default: bool = False
+    #: Task names nobody registered are this evaluator's own (lm-eval's built-in task
+    #: names, say): the spec hands them to it (its ``check_tasks`` checks them).
+    accepts_unregistered_tasks: bool = False
+
+
+# --------------------------------------------------------------------------- verifiers
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a verifier decided: the answer it extracted (``None``: none found) and whether
+    it is correct. ``score`` is the verifier's graded score (1.0/0.0 for exact ones)."""
+
+    extracted: str | None
+    correct: bool
+    score: float = 0.0
+
+
+@dataclass
+class Verifier:
+    """Judges a model response against a gold answer, in training and in evaluation alike.
+
+    ``verify(response, gold, **info)`` returns a ``Verdict``; ``info`` carries what a record
+    adds (``metadata``, ``task``). ``extract(response)`` returns the final answer it reads
+    (or ``None``). Tasks name a verifier in ``Task.verifier``, dataset records in their
+    ``verifier`` column; the ``accuracy`` reward and the strategies look it up by name
+    (``find_verifier``). ``files`` are its code or data: their contents join the eval key
+    of tasks it scores.
+    """
+
+    name: str
+    verify: Callable[..., Verdict]
+    extract: Callable[[str], str | None] | None = None
+    description: str = ""
+    files: tuple[Path, ...] = ()
 
 
 # --------------------------------------------------------------------------- model sources
@@ -369,11 +505,21 @@ STORED_IDENTITY = "stored:"
 
 @dataclass
 class Publisher:
-    """Writes a leaderboard entry somewhere; ``publish(entry, target)`` returns where."""
+    """Writes a leaderboard entry somewhere; ``publish(entry, target)`` returns where.
+
+    The entry is a validated mapping (schema in docs/leaderboard.md). With ``board=True``
+    the target is a leaderboard folder and the core does the board's work around the call:
+    it resolves the board name to its folder, holds the board's lock, skips an entry whose
+    results the board already has, copies the per-sample logs into ``samples/`` and
+    re-renders the board afterwards; ``publish(entry, board_dir)`` then only writes the
+    entry (``write_board_entry`` does that as the built-in ``folder`` publisher does).
+    Otherwise the target is whatever the publisher takes (a path, ``-``, a URL).
+    """
 
     name: str
     publish: Callable[[dict[str, Any], str], str]
     description: str = ""
+    board: bool = False
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -381,7 +527,8 @@ class Publisher:
 
 @dataclass
 class RunInfo:
-    """Passed to lifecycle hooks: the run being executed."""
+    """Passed to lifecycle hooks: the run being executed (``spec`` is the validated
+    ``PipelineSpec``, ``plan`` the ``Plan`` listing every step with its cache key)."""
 
     run_id: str
     run_dir: Path

@@ -151,7 +151,7 @@ class RichReporter:
             f"{fmt_delta(v, base.get(task)) if step.label != 'base' else ''}"
             for task, v in values.items()
         )
-        partial = " [yellow](partial: limit)[/]" if result.provenance.get("partial") else ""
+        partial = " [yellow](partial: limit)[/]" if result.provenance.partial else ""
         self.out.print(f"[bold]✓ {esc(what)}[/] {how}: {text}{partial}")
 
     def table(self, title: str = "Scores (% , change from base)") -> Table | None:

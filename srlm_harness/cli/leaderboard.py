@@ -3,9 +3,7 @@ tamper checks), show and render them, export entries for Hugging Face model card
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +18,6 @@ def load_manifest(ctx: click.Context, run: str, store: str | None) -> dict[str, 
     from srlm_harness.store.store import Store
 
     return Store(store or getattr(ctx.find_root().obj, "store_root", None)).run_manifest(run)
-
-
-def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """A UserError becomes one line on stderr and exit code 2 (the traceback with --debug)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except UserError as exc:
-            ctx = click.get_current_context()
-            if ctx.find_root().params.get("debug"):
-                raise
-            from srlm_harness.cli.console import error
-
-            error(str(exc))
-            # SystemExit, not ctx.exit: it survives click's standalone_mode=False.
-            raise SystemExit(2) from None
-
-    return wrapper
 
 
 def _registry(ctx: click.Context) -> Any:
@@ -96,51 +74,38 @@ def leaderboard(ctx: click.Context, root: str | None) -> None:
 @click.option(
     "--publisher",
     "-p",
-    default="folder",
-    show_default=True,
-    help="Publisher name (folder, hf, or one a plugin adds).",
+    help="Publisher name (default: the installed board publisher, `folder`).",
 )
-@click.option("--target", "-t", help="Where non-folder publishers write (hf: a path or '-').")
+@click.option("--target", "-t", help="Where non-board publishers write (hf: a path or '-').")
 @click.option(
     "--store",
     type=click.Path(file_okay=False),
     help="Run store (default $SRLM_HARNESS_STORE or ./runs).",
 )
 @click.pass_context
-@_user_errors
 def publish(
     ctx: click.Context,
     run: str,
     board: str | None,
-    publisher: str,
+    publisher: str | None,
     target: str | None,
     store: str | None,
 ) -> None:
     """Publish run RUN (an id, id prefix or run directory) as a leaderboard entry."""
-    from srlm_harness.leaderboard.board import publish_run, spec_boards_root
+    from srlm_harness.leaderboard.board import publish_run
 
     registry = _registry(ctx)
-    registry.publishers.get(publisher, "--publisher")
+    chosen = (registry.publishers.get(publisher, "--publisher") if publisher
+              else registry.board_publisher("--publisher"))
     manifest = load_manifest(ctx, run, store)
-    if publisher == "folder":
-        target = board or (manifest.get("spec") or {}).get("publish")
-        if not isinstance(target, str):
-            raise UserError(
-                "no board given",
-                f"run {manifest.get('run_id')}",
-                "pass --board NAME or set 'publish:' in the pipeline spec",
-            )
-    elif not target:
-        raise UserError(f"publisher {publisher!r} needs --target", "--target")
     store = store or getattr(ctx.find_root().obj, "store_root", None)
     root = _root(ctx)
-    if publisher == "folder":
-        target, root = _board_at(ctx, target)
-        if root is None and board is None:
-            # The spec's own 'publish:' board: relative to the spec's project, as `run` does.
-            spec_root = spec_boards_root(manifest.get("spec_path"))
-            root = str(spec_root) if spec_root is not None else None
-    published = publish_run(manifest, target, publisher, root=root, registry=registry, store=store)
+    if chosen.board:
+        target, root = _publish_board(ctx, manifest, board, root)
+    elif not target:
+        raise UserError(f"publisher {publisher!r} needs --target", "--target")
+    published = publish_run(manifest, target, chosen.name, root=root, registry=registry,
+                            store=store)
     if published.new:
         click.echo(f"published {manifest.get('run_id')} -> {published.location}")
     else:
@@ -149,12 +114,32 @@ def publish(
         )
 
 
+def _publish_board(
+    ctx: click.Context, manifest: dict[str, Any], board: str | None, root: str | None
+) -> tuple[str, str | None]:
+    """(board name, boards root) a board publisher writes to: ``--board``, else the spec's
+    ``publish:`` board, relative to the spec's project as ``run`` publishes it."""
+    from srlm_harness.leaderboard.board import spec_boards_root
+
+    target = board or (manifest.get("spec") or {}).get("publish")
+    if not isinstance(target, str):
+        raise UserError(
+            "no board given",
+            f"run {manifest.get('run_id')}",
+            "pass --board NAME or set 'publish:' in the pipeline spec",
+        )
+    name, root = _board_at(ctx, target)
+    if root is None and board is None:
+        spec_root = spec_boards_root(manifest.get("spec_path"))
+        root = str(spec_root) if spec_root is not None else None
+    return name, root
+
+
 @leaderboard.command()
 @click.argument("targets", nargs=-1)
 @click.option("--allow-unverified", is_flag=True,
               help="accept scores that have no sample log (listed as 'unverified')")
 @click.pass_context
-@_user_errors
 def validate(ctx: click.Context, targets: tuple[str, ...], allow_unverified: bool) -> None:
     """Check boards or entry files: schema, sample-log checksums and recomputed scores.
 
@@ -225,7 +210,6 @@ def _load_board(ctx: click.Context, board: str) -> tuple[Path, list[dict[str, An
 @click.option("--by", help="Rank by this task (or task|metric).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of tables.")
 @click.pass_context
-@_user_errors
 def show(ctx: click.Context, board: str, by: str | None, as_json: bool) -> None:
     """Show BOARD (a name or a board folder) as a ranked table; partial evaluations are
     ranked separately."""
@@ -309,7 +293,6 @@ def _plain(text: str) -> Any:
 @click.argument("board")
 @click.option("--by", help="Rank by this task (or task|metric).")
 @click.pass_context
-@_user_errors
 def render(ctx: click.Context, board: str, by: str | None) -> None:
     """Write BOARD's README.md and index.html from its entries."""
     from srlm_harness.leaderboard.render import render_board
@@ -324,10 +307,10 @@ def render(ctx: click.Context, board: str, by: str | None) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["hf", "json"]),
     default="hf",
     show_default=True,
-    help="hf: model-index YAML for a model card; json: the entry.",
+    help="json: the entry; else a publisher that writes files (hf: model-index YAML for a "
+    "model card).",
 )
 @click.option(
     "--output",
@@ -338,7 +321,6 @@ def render(ctx: click.Context, board: str, by: str | None) -> None:
 )
 @click.option("--store", type=click.Path(file_okay=False), help="Run store.")
 @click.pass_context
-@_user_errors
 def export(ctx: click.Context, run_or_entry: str, fmt: str, output: str, store: str | None) -> None:
     """Export a run (id or directory) or an entry file for other tools."""
     from srlm_harness.leaderboard.board import build_entry, load_entry
@@ -352,8 +334,14 @@ def export(ctx: click.Context, run_or_entry: str, fmt: str, output: str, store: 
         if output == "-":
             click.echo(text)
         else:
-            Path(output).write_text(text + "\n", encoding="utf-8")
+            from srlm_harness.util.fs import atomic_write_text
+
+            atomic_write_text(Path(output), text + "\n")
         return
-    location = _registry(ctx).publishers.get("hf").publish(entry, output)
+    chosen = _registry(ctx).publishers.get(fmt, "--format")
+    if chosen.board:
+        raise UserError(f"--format {fmt} publishes into a board", "--format",
+                        "use `srlm-harness leaderboard publish` for boards")
+    location = chosen.publish(entry, output)
     if location != "stdout":
         click.echo(f"wrote {location}")

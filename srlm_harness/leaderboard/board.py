@@ -16,13 +16,19 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, cast
 
-from srlm_harness.api import UserError
+from srlm_harness.api import (
+    EvalProvenance,
+    TaskProvenance,
+    UserError,
+    atomic_path,
+    write_board_entry,
+)
 from srlm_harness.leaderboard.schema import (  # noqa: F401 - re-exported
     _NAME,
     _SAMPLES_PATH,
@@ -30,11 +36,14 @@ from srlm_harness.leaderboard.schema import (  # noqa: F401 - re-exported
     _TOLERANCE,
     RUN_SCHEMA,
     SCHEMA,
-    Entry,
+    SCHEMAS,
     Environment,
     Evaluation,
+    EvaluationV1,
+    LeaderboardEntry,
+    LeaderboardEntryV1,
     ModelInfo,
-    Pipeline,
+    PipelineRecord,
     Samples,
     Score,
     Stage,
@@ -45,7 +54,7 @@ from srlm_harness.leaderboard.schema import (  # noqa: F401 - re-exported
     validate_entry,
 )
 from srlm_harness.pipeline.faults import fault_point
-from srlm_harness.store.store import writing
+from srlm_harness.util.fs import writing
 from srlm_harness.util.names import check_name
 
 # --------------------------------------------------------------------------- building
@@ -56,7 +65,8 @@ def _open_log(path: Path) -> BinaryIO:
     return cast(BinaryIO, gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb"))
 
 
-def _sha256(path: Path) -> str:
+def log_sha256(path: Path) -> str:
+    """sha256 of a sample log's uncompressed JSONL (the same for a ``.gz`` copy)."""
     digest = hashlib.sha256()
     with _open_log(path) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -68,23 +78,29 @@ def _slug(text: str, limit: int = 60) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "model"
 
 
+def _sample_log(
+    task: str, sample_files: dict[str, Any], sources: dict[str, Path], store: Path | None
+) -> dict[str, str] | None:
+    """The board path and checksum of ``task``'s sample log (noted in ``sources`` for the
+    copy into the board), or ``None`` when the run kept no log for it."""
+    source = Path(sample_files.get(task) or "")
+    if not source.is_absolute() and store is not None:
+        source = store / source
+    if not (source.name and source.is_file()):
+        return None
+    digest = log_sha256(source)
+    sources[digest] = source
+    return {"path": f"samples/{digest}.jsonl.gz", "sha256": digest}
+
+
 def _evaluation(
     step: dict[str, Any], sources: dict[str, Path], store: Path | None
 ) -> dict[str, Any]:
-    prov = step.get("provenance") or {}
-    task_prov = prov.get("tasks") or {}
+    prov = EvalProvenance.from_dict(step.get("provenance"))
     sample_files = (step.get("files") or {}).get("samples") or {}
     scores = []
     for score in step["scores"]:
-        info = task_prov.get(score["task"]) or {}
-        samples = None
-        source = Path(sample_files.get(score["task"]) or "")
-        if not source.is_absolute() and store is not None:
-            source = store / source
-        if source.name and source.is_file():
-            digest = _sha256(source)
-            sources[digest] = source
-            samples = {"path": f"samples/{digest}.jsonl.gz", "sha256": digest}
+        info = prov.tasks.get(score["task"]) or TaskProvenance()
         scores.append(
             {
                 "task": score["task"],
@@ -92,25 +108,24 @@ def _evaluation(
                 "value": score["value"],
                 "stderr": score.get("stderr"),
                 "n": score["n"],
-                "task_version": info.get("version"),
-                "n_shot": info.get("n_shot"),
-                "chat_template": info.get("chat_template"),
-                "generation": info.get("generation"),
-                "prompt_hash": info.get("prompt_hash"),
-                "samples": samples,
-                "data": info.get("data"),
-                "settings": info.get("settings"),
+                "task_version": info.version,
+                "n_shot": info.n_shot,
+                "chat_template": info.chat_template,
+                "generation": info.generation,
+                "prompt_hash": info.prompt_hash,
+                "samples": _sample_log(score["task"], sample_files, sources, store),
+                "data": info.data,
+                "settings": info.settings,
             }
         )
-    limit = prov.get("limit")
     return {
         "label": step["label"],
         "key": step["key"],
         "model_key": step.get("model_key"),
-        "partial": bool(prov.get("partial") or limit is not None),
-        "limit": limit,
-        "seed": prov.get("seed"),
-        "lm_eval_version": prov.get("lm_eval_version"),
+        "partial": prov.partial or prov.limit is not None,
+        "limit": prov.limit,
+        "seed": prov.seed,
+        "libraries": prov.libraries,
         "scores": scores,
     }
 
@@ -129,9 +144,9 @@ def _build(
         ) from None
 
 
-def _build_checked(
-    manifest: Any, where: str, store: Path | None
-) -> tuple[dict[str, Any], dict[str, Path]]:
+def _completed_evals(manifest: Any, where: str) -> list[dict[str, Any]]:
+    """The run's completed evaluation steps, or a UserError saying why it cannot be
+    published (not a manifest, not finished, nothing evaluated)."""
     if not isinstance(manifest, dict) or manifest.get("schema") != RUN_SCHEMA:
         raise UserError(f"not a run manifest (expected schema {RUN_SCHEMA!r})", where)
     if manifest.get("status") != "complete":
@@ -148,11 +163,12 @@ def _build_checked(
             where,
             "add 'evaluate: {tasks: [...]}' to the pipeline spec",
         )
-    sources: dict[str, Path] = {}
-    final = _evaluation(evals[-1], sources, store)
-    base_step = next((s for s in evals[:-1] if s.get("label") == "base"), None)
-    base = _evaluation(base_step, sources, store) if base_step else None
-    stages = [
+    return evals
+
+
+def _stages(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    steps = [s for s in manifest.get("steps") or [] if s.get("kind") == "stage"]
+    return [
         {
             "index": s["index"],
             "type": s["name"],
@@ -164,32 +180,62 @@ def _build_checked(
             "seconds": s.get("seconds"),
             "metrics": s.get("metrics") or {},
         }
-        for s in sorted((s for s in steps if s.get("kind") == "stage"), key=lambda s: s["index"])
+        for s in sorted(steps, key=lambda s: s["index"])
     ]
+
+
+def _model(manifest: dict[str, Any]) -> dict[str, Any]:
     model = manifest.get("model") or {}
     details = model.get("details") or {}
-    spec = manifest.get("spec") or {}
+    return {
+        "ref": model.get("ref") or (manifest.get("spec") or {}).get("model"),
+        "revision": details.get("revision"),
+        "identity": model.get("identity"),
+        "source": model.get("source") or model.get("identified_by"),
+        "parameters": details.get("parameters"),
+        "dtype": details.get("dtype"),
+    }
+
+
+def _environment(manifest: dict[str, Any]) -> dict[str, Any]:
     env = manifest.get("environment") or {}
-    label = " → ".join(s["type"] for s in stages) or "base"
+    return {
+        "harness": env.get("harness"),
+        "python": env.get("python"),
+        "platform": env.get("platform"),
+        "plugins": env.get("plugins") or {},
+        "libraries": env.get("libraries") or {},
+    }
+
+
+def _entry_id(manifest: dict[str, Any], model_ref: str, label: str) -> str:
     stamp = re.sub(r"[^0-9T]", "", (manifest.get("finished") or "")[:19]) or (
         datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     )
+    return f"{stamp}-{_slug(model_ref + '-' + label)}-{uuid.uuid4().hex[:12]}"
+
+
+def _build_checked(
+    manifest: Any, where: str, store: Path | None
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    evals = _completed_evals(manifest, where)
+    sources: dict[str, Path] = {}
+    final = _evaluation(evals[-1], sources, store)
+    base_step = next((s for s in evals[:-1] if s.get("label") == "base"), None)
+    base = _evaluation(base_step, sources, store) if base_step else None
+    stages = _stages(manifest)
+    model = _model(manifest)
+    spec = manifest.get("spec") or {}
+    label = " → ".join(s["type"] for s in stages) or "base"
     entry = {
         "schema": SCHEMA,
-        "id": f"{stamp}-{_slug(model.get('ref', '') + '-' + label)}-{uuid.uuid4().hex[:12]}",
+        "id": _entry_id(manifest, (manifest.get("model") or {}).get("ref", ""), label),
         "run_id": manifest["run_id"],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "started": manifest.get("started"),
         "finished": manifest.get("finished"),
         "partial": final["partial"] or bool(base and base["partial"]),
-        "model": {
-            "ref": model.get("ref") or spec.get("model"),
-            "revision": details.get("revision"),
-            "identity": model.get("identity"),
-            "source": model.get("source") or model.get("identified_by"),
-            "parameters": details.get("parameters"),
-            "dtype": details.get("dtype"),
-        },
+        "model": model,
         "pipeline": {
             "name": manifest.get("name") or spec.get("name") or "pipeline",
             "label": label,
@@ -199,13 +245,7 @@ def _build_checked(
         },
         "final": final,
         "base": base,
-        "environment": {
-            "harness": env.get("harness"),
-            "python": env.get("python"),
-            "platform": env.get("platform"),
-            "plugins": env.get("plugins") or {},
-            "libraries": env.get("libraries") or {},
-        },
+        "environment": _environment(manifest),
         "hardware": {
             k: v
             for k, v in (manifest.get("hardware") or {}).items()
@@ -354,7 +394,7 @@ def verify_entry(data: dict[str, Any], board_dir: Path, where: str) -> list[str]
                 problems.append(f"{at}: {UNVERIFIABLE} sample log {samples['path']} is missing")
                 continue
             try:
-                if _sha256(path) != samples["sha256"]:
+                if log_sha256(path) != samples["sha256"]:
                     problems.append(
                         f"{at}: sample log {samples['path']} does not match its "
                         "sha256 (edited after publishing?)"
@@ -408,12 +448,11 @@ def _copy_samples(board_dir: Path, sources: dict[str, Path]) -> None:
         final = board_dir / "samples" / f"{digest}.jsonl.gz"
         if final.is_file():
             continue
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-        with _open_log(source) as src, open(tmp, "wb") as raw:
-            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
-                shutil.copyfileobj(src, out)
-        fault_point("sample-log-copy")
-        os.replace(tmp, final)
+        with atomic_path(final) as tmp:
+            with _open_log(source) as src, open(tmp, "wb") as raw:
+                with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+                    shutil.copyfileobj(src, out)
+            fault_point("sample-log-copy")
 
 
 class Published(NamedTuple):
@@ -443,7 +482,7 @@ def published_copy(board_dir: Path, entry: dict[str, Any]) -> Path | None:
 def publish_run(
     manifest: dict[str, Any],
     target: str,
-    publisher: str = "folder",
+    publisher: str | None = None,
     *,
     root: str | Path | None = None,
     registry: Any = None,
@@ -451,35 +490,51 @@ def publish_run(
 ) -> Published:
     """Build an entry from a run manifest and publish it with the named publisher.
 
-    For ``folder`` the target is a board name (``gsm8k`` or ``leaderboards/gsm8k``): the
-    sample logs are copied into the board, the entry written, and the board re-rendered;
-    when the board already holds an entry with the same results, nothing is written and
-    that entry is returned with ``new=False``. Other publishers get the target as they take
-    it (``hf``: a file or folder path). ``registry`` defaults to one built from the
-    installed plugins; ``store`` (a Store or its root) resolves sample-log paths recorded
-    relative to the store.
+    For a board publisher (``Publisher.board``, as the built-in ``folder``) the target is a
+    board name (``gsm8k`` or ``leaderboards/gsm8k``) and the core does the board's work:
+    under the board's lock it skips an entry whose results the board already holds (that
+    entry is returned with ``new=False``), copies the sample logs into the board and calls
+    the publisher to write the entry; then it re-renders the board. Other publishers get
+    the entry and the target as they take it (``hf``: a file or folder path). Without a
+    ``publisher`` the installed board publisher is used. ``registry`` defaults to one built
+    from the installed plugins; ``store`` (a Store or its root) resolves sample-log paths
+    recorded relative to the store.
     """
     if registry is None:
         from srlm_harness.plugin_system.manager import load_plugins
         from srlm_harness.plugin_system.registry import Registry
 
         registry = Registry(load_plugins())
-    chosen = registry.publishers.get(publisher, "--publisher")
-    if publisher != "folder":
+    chosen = (registry.publishers.get(publisher, "--publisher") if publisher
+              else registry.board_publisher("--publisher"))
+    if not chosen.board:
         return Published(chosen.publish(build_entry(manifest, store=store), target))
     board_dir = board_path(target, root)  # checked before any work
     entry, sources = _build(manifest, "run manifest", store)
+    return publish_to_board(entry, sources, board_dir, chosen.publish)
+
+
+def publish_to_board(
+    entry: dict[str, Any],
+    sources: dict[str, Path],
+    board_dir: Path,
+    write: Callable[[dict[str, Any], str], str] = write_board_entry,
+) -> Published:
+    """Publish a built entry into ``board_dir`` with the board's guarantees: one writer at
+    a time (the board lock), no second entry for the same results, the sample logs copied
+    before the entry names them, the board re-rendered (also when nothing was written, to
+    repair an interrupted render). ``write(entry, board_dir)`` writes the entry itself."""
     with writing(board_dir), board_lock(board_dir):  # one publisher of a result writes it
         existing = published_copy(board_dir, entry)
         if existing is None:
             _copy_samples(board_dir, sources)
             fault_point("publish-samples-copied")
-            location = chosen.publish(entry, str(board_dir))
+            location = write(entry, str(board_dir))
     from srlm_harness.leaderboard.render import render_board
 
     fault_point("publish-before-render")
     with writing(board_dir):
-        render_board(board_dir)  # also when nothing was written: repairs an interrupted render
+        render_board(board_dir)
     if existing is not None:
         return Published(str(existing), new=False)
     return Published(location)

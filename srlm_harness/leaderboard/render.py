@@ -12,15 +12,14 @@ import base64
 import hashlib
 import html
 import json
-import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from srlm_harness.api import UserError
 from srlm_harness.leaderboard.board import board_entries, board_lock
+from srlm_harness.util.fs import atomic_write_text
 
 # --------------------------------------------------------------------------- ranking
 
@@ -309,6 +308,40 @@ def _table(ranking: Ranking, rows: list[Row], table_id: str, percent: set[str]) 
     return "".join(out) + "</tbody></table></div>"
 
 
+#: Chart geometry: label column width, bar area width, bar height, label line height.
+_LEFT, _WIDTH, _BAR_H, _LINE_H = 420, 420, 18, 14
+
+
+def _chart_row(row: Any, lines: list[str], y: int, key: str, top: float, percent: bool) -> str:
+    """One entry's bar: its wrapped label, the bar with its score, the base model's tick."""
+    left, width, bar_h, line_h = _LEFT, _WIDTH, _BAR_H, _LINE_H
+    label = " · ".join(lines)
+    w = max(0.0, row.scores[key]) / top * width
+    fill = "#bf8700" if row.entry["partial"] else "#0969da"
+    muted = ' fill="#57606a"'
+    spans = "".join(
+        f'<tspan x="{left - 8}" dy="{0 if i == 0 else line_h}"{muted if i else ""}>'
+        f"{_e(text)}</tspan>"
+        for i, text in enumerate(lines)
+    )
+    svg = (
+        f'<text class="label" x="{left - 8}" y="{y + 13}" text-anchor="end" '
+        f'font-size="12">{spans}</text>'
+        f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{fill}">'
+        f"<title>{_e(label)}</title></rect>"
+        f'<text x="{left + w + 4:.1f}" y="{y + 13}" font-size="12">'
+        f"{_e(format_score(row.scores[key], None, percent))}</text>"
+    )
+    delta = row.deltas.get(key)
+    if delta is not None:
+        bx = left + max(0.0, row.scores[key] - delta) / top * width
+        svg += (
+            f'<line x1="{bx:.1f}" x2="{bx:.1f}" y1="{y - 2}" y2="{y + bar_h + 2}" '
+            'stroke="#1b1f24" stroke-width="2"><title>base model</title></line>'
+        )
+    return svg
+
+
 def _chart(ranking: Ranking, percent: set[str]) -> str:
     """Horizontal bars of the primary score per entry, with the base model's score marked."""
     key = ranking.primary
@@ -318,7 +351,7 @@ def _chart(ranking: Ranking, percent: set[str]) -> str:
     bases = [r.scores[key] - d for r in rows if (d := r.deltas.get(key)) is not None]
     values = [r.scores[key] for r in rows] + bases
     top = max(1.0 if key in percent else 0.0, max(values)) or 1.0
-    left, width, bar_h, gap, line_h = 420, 420, 18, 10, 14
+    left, width, bar_h, gap, line_h = _LEFT, _WIDTH, _BAR_H, 10, _LINE_H
     # Labels are never cut (the difference may be at the end: "... (fp32)" vs "(bf16)"):
     # the model, then the pipeline, each wrapped onto as many lines as it needs.
     labels = []
@@ -334,30 +367,7 @@ def _chart(ranking: Ranking, percent: set[str]) -> str:
     ]
     y = 10
     for row, lines, row_h in zip(rows, labels, heights, strict=True):
-        label = " · ".join(lines)
-        w = max(0.0, row.scores[key]) / top * width
-        fill = "#bf8700" if row.entry["partial"] else "#0969da"
-        muted = ' fill="#57606a"'
-        spans = "".join(
-            f'<tspan x="{left - 8}" dy="{0 if i == 0 else line_h}"{muted if i else ""}>'
-            f"{_e(text)}</tspan>"
-            for i, text in enumerate(lines)
-        )
-        parts.append(
-            f'<text class="label" x="{left - 8}" y="{y + 13}" text-anchor="end" '
-            f'font-size="12">{spans}</text>'
-            f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{fill}">'
-            f"<title>{_e(label)}</title></rect>"
-            f'<text x="{left + w + 4:.1f}" y="{y + 13}" font-size="12">'
-            f"{_e(format_score(row.scores[key], None, key in percent))}</text>"
-        )
-        delta = row.deltas.get(key)
-        if delta is not None:
-            bx = left + max(0.0, row.scores[key] - delta) / top * width
-            parts.append(
-                f'<line x1="{bx:.1f}" x2="{bx:.1f}" y1="{y - 2}" y2="{y + bar_h + 2}" '
-                'stroke="#1b1f24" stroke-width="2"><title>base model</title></line>'
-            )
+        parts.append(_chart_row(row, lines, y, key, top, key in percent))
         y += row_h
     parts.append(
         f'<text x="{left}" y="{height - 4}" font-size="11" fill="#57606a">'
@@ -421,18 +431,12 @@ def render_html(name: str, ranking: Ranking) -> str:
 # --------------------------------------------------------------------------- the board
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def render_board(board_dir: Path, by: str | None = None) -> list[str]:
     """Write the board's README.md and index.html from its valid entries; return one
     problem line per entry file that was skipped as invalid."""
     with board_lock(board_dir):
         found, problems = board_entries(board_dir)
         ranking = rank_entries([data for _, data in found], by)
-        _write_atomic(board_dir / "README.md", render_markdown(board_dir.name, ranking))
-        _write_atomic(board_dir / "index.html", render_html(board_dir.name, ranking))
+        atomic_write_text(board_dir / "README.md", render_markdown(board_dir.name, ranking))
+        atomic_write_text(board_dir / "index.html", render_html(board_dir.name, ranking))
     return problems

@@ -1,6 +1,9 @@
-"""The leaderboard entry schema (``srlm-harness/entry@1``) and its strict validation.
+"""The leaderboard entry schema (``srlm-harness/entry@2``, and ``entry@1`` as older boards
+hold it) and its strict validation.
 
-Documented in ``docs/leaderboard.md``; building and publishing live in ``leaderboard.py``.
+Documented in ``docs/leaderboard.md``; building and publishing live in ``board.py``.
+``entry@2`` records the libraries an evaluation depended on as a mapping
+(``final.libraries``) where ``entry@1`` had one ``lm_eval_version``; both validate.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from srlm_harness.api import UserError
 from srlm_harness.store.manifest import RUN_SCHEMA  # noqa: F401 - defined once, with the run manifest
 from srlm_harness.util.names import MAX_LENGTH, SAFE_NAME
 
-SCHEMA = "srlm-harness/entry@1"
+SCHEMA = "srlm-harness/entry@2"
+#: Entry schemas this harness reads: boards written by older versions stay valid.
+SCHEMAS = ("srlm-harness/entry@1", SCHEMA)
 _NAME = SAFE_NAME
 _SAMPLES_PATH = r"^samples/[0-9a-f]{64}\.jsonl\.gz$"
 _SHA256 = r"^[0-9a-f]{64}$"
@@ -51,7 +56,9 @@ class Stage(_Strict):
     metrics: dict[str, Any]
 
 
-class Pipeline(_Strict):
+class PipelineRecord(_Strict):
+    """The pipeline an entry's model came out of (its stages, in order)."""
+
     name: str
     label: str
     spec_hash: str
@@ -83,15 +90,23 @@ class Score(_Strict):
     settings: dict[str, Any] | None = None
 
 
-class Evaluation(_Strict):
+class _EvaluationFields(_Strict):
     label: str
     key: str
     model_key: str | None
     partial: bool
     limit: int | None
     seed: int | None
-    lm_eval_version: str | None
     scores: list[Score] = Field(min_length=1)
+
+
+class Evaluation(_EvaluationFields):
+    #: Distribution name -> version of the libraries the scores depend on.
+    libraries: dict[str, str]
+
+
+class EvaluationV1(_EvaluationFields):
+    lm_eval_version: str | None
 
 
 class Environment(_Strict):
@@ -102,8 +117,7 @@ class Environment(_Strict):
     libraries: dict[str, str | None]
 
 
-class Entry(_Strict):
-    schema_: Literal["srlm-harness/entry@1"] = Field(alias="schema")
+class _EntryFields(_Strict):
     id: str = Field(pattern=_NAME.pattern, max_length=MAX_LENGTH)
     run_id: str
     created: str
@@ -111,13 +125,33 @@ class Entry(_Strict):
     finished: str | None
     partial: bool
     model: ModelInfo
-    pipeline: Pipeline
-    final: Evaluation
-    base: Evaluation | None
+    pipeline: PipelineRecord
     environment: Environment
     hardware: dict[str, str | int | float | bool | None]
     #: The run let model directories execute their own code (absent in older entries).
     trust_remote_code: bool = False
+
+
+class LeaderboardEntry(_EntryFields):
+    """One published result (``srlm-harness/entry@2``)."""
+
+    schema_: Literal["srlm-harness/entry@2"] = Field(alias="schema")
+    final: Evaluation
+    base: Evaluation | None
+
+
+class LeaderboardEntryV1(_EntryFields):
+    """An entry as boards written before ``entry@2`` hold it."""
+
+    schema_: Literal["srlm-harness/entry@1"] = Field(alias="schema")
+    final: EvaluationV1
+    base: EvaluationV1 | None
+
+
+_MODELS: dict[str, type[_EntryFields]] = {
+    "srlm-harness/entry@1": LeaderboardEntryV1,
+    SCHEMA: LeaderboardEntry,
+}
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
@@ -131,13 +165,14 @@ def entry_problems(data: Any, where: str = "entry") -> list[str]:
     """Every schema problem of ``data`` as ``"WHERE: key.path: what"`` lines (empty: valid)."""
     if not isinstance(data, dict):
         return [f"{where}: an entry is a JSON object, got {type(data).__name__}"]
-    if data.get("schema") != SCHEMA:
+    model = _MODELS.get(data.get("schema"))  # type: ignore[arg-type]
+    if model is None:
         return [
             f"{where}: schema: unknown schema version {data.get('schema')!r} "
-            f"(this harness reads {SCHEMA!r})"
+            f"(this harness reads {' and '.join(repr(s) for s in SCHEMAS)})"
         ]
     try:
-        Entry.model_validate(data)
+        model.model_validate(data)
     except ValidationError as exc:
         return [f"{where}: {_key_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
     problems = []

@@ -122,7 +122,7 @@ def run_eval(job: dict[str, Any], session: Any, events: Events, folder: Path) ->
     )
     result = evaluator.evaluate(request)
     scores = [s.to_dict() for s in score_records(result.scores)]
-    return {"scores": scores, "provenance": result.provenance,
+    return {"scores": scores, "provenance": result.provenance.to_dict(),
             "files": result.files}
 
 

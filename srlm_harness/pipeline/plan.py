@@ -21,7 +21,7 @@ from typing import Any
 
 from srlm_harness.api import STORED_IDENTITY, Task, UserError, dataset_spec
 from srlm_harness.pipeline.hardware import Hardware
-from srlm_harness.pipeline.spec import Pipeline, StageSpec
+from srlm_harness.pipeline.spec import PipelineSpec, StageSpec
 from srlm_harness.plugin_system.registry import Registry
 from srlm_harness.store.store import Store
 
@@ -103,7 +103,7 @@ class EvalStep:
 
 @dataclass
 class Plan:
-    pipeline: Pipeline
+    pipeline: PipelineSpec
     model: ModelRef
     hardware: Hardware
     steps: list[StageStep | EvalStep] = field(default_factory=list)
@@ -213,7 +213,7 @@ def stage_parts(
 class _Planner:
     """What every step's key needs: the registry, hardware and plugin versions."""
 
-    pipeline: Pipeline
+    pipeline: PipelineSpec
     registry: Registry
     hardware: Hardware
     store: Store
@@ -305,7 +305,7 @@ class _Planner:
 
 
 def make_plan(
-    pipeline: Pipeline,
+    pipeline: PipelineSpec,
     registry: Registry,
     hardware: Hardware,
     store: Store,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from srlm_harness.api import (
+    EvalProvenance,
     EvalRequest,
     EvalResult,
     RunInfo,
@@ -394,7 +395,7 @@ class Runner:
         )
         scores = [TaskScore(s.task, s.metric, s.value, s.stderr, s.n, s.details)
                   for s in record.scores]
-        result = EvalResult(scores, record.provenance, record.files)
+        result = EvalResult(scores, EvalProvenance.from_dict(record.provenance), record.files)
         self.reporter.step_end(step, build.cached is not None, seconds, result)
         self.hook.srlm_eval_end(
             run=self.info, step=step, result=result, cached=build.cached is not None
@@ -423,7 +424,7 @@ class Runner:
         entry = EntryManifest.model_validate({
             **step.describe(),
             "scores": score_records(result.scores),
-            "provenance": result.provenance,
+            "provenance": result.provenance.to_dict(),
             "files": _relative_files(result.files, build.tmp),
             "seconds": seconds,
             "finished": now(),

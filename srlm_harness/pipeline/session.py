@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -15,25 +16,14 @@ from srlm_harness.plugin_system.manager import Plugins, load_plugins
 from srlm_harness.plugin_system.registry import Registry
 from srlm_harness.store.store import Store
 
-LIBRARIES = (
-    "torch",
-    "transformers",
-    "trl",
-    "peft",
-    "accelerate",
-    "datasets",
-    "lm_eval",
-    "evaluate",
-    "math-verify",
-    "reasoning_gym",
-    "pluggy",
-    "pydantic",
-)
+#: The core's own libraries; plugins add theirs through the ``srlm_libraries`` hook.
+CORE_LIBRARIES = ("pluggy", "pydantic")
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(names: Iterable[str]) -> dict[str, str]:
+    """Installed versions of the distributions ``names`` (those not installed left out)."""
     versions = {}
-    for name in LIBRARIES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -72,8 +62,16 @@ class Session:
             "platform": platform.platform(),
             "executable": sys.executable,
             "plugins": self.plugin_versions(),
-            "libraries": library_versions(),
+            "libraries": library_versions(self.libraries()),
         }
+
+    def libraries(self) -> list[str]:
+        """The distributions whose versions a run records: the core's and those the loaded
+        plugins declare (``srlm_libraries``), in a stable order."""
+        declared: list[str] = list(CORE_LIBRARIES)
+        for names in self.plugins.hook.srlm_libraries():
+            declared.extend(names or ())
+        return sorted(set(declared), key=str.lower)
 
     def resolve_model(self, ref: str) -> ResolvedModel:
         """A local HF model directory for ``ref``, trying model sources in priority order."""

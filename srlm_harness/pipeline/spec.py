@@ -1,4 +1,4 @@
-"""Pipeline specs: YAML files or command-line flags -> one validated ``Pipeline``.
+"""Pipeline specs: YAML files or command-line flags -> one validated ``PipelineSpec``.
 
 Everything is checked before anything runs: the spec's own keys, every stage's options
 against that stage's config schema, task names, dataset names. Each error names the file
@@ -7,7 +7,7 @@ and line (or the flag) and the key.
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from srlm_harness.api import StageType, Task, UserError, reward_setting
 from srlm_harness.pipeline.launch import LaunchSettings, parse_launch
 from srlm_harness.plugin_system.registry import Registry
+from srlm_harness.util.suggestions import did_you_mean
 
 Where = dict[tuple[Any, ...], str]
 
@@ -141,8 +142,8 @@ class EvaluateSpec(BaseModel):
     limit: float | None = Field(
         None,
         gt=0,
-        description="samples per task, or a fraction of each task below 1 (as lm_eval's "
-        "--limit); marks results partial",
+        description="samples per task, or a fraction of each task below 1; marks results "
+        "partial",
     )
     after: list[When] = Field(
         default_factory=lambda: list[When](["base", "end"]),
@@ -187,8 +188,8 @@ class StageSpec:
 
 
 @dataclass
-class Pipeline:
-    """A validated pipeline: everything the planner needs."""
+class PipelineSpec:
+    """A validated pipeline spec: everything the planner needs."""
 
     name: str
     model: str
@@ -273,43 +274,10 @@ def apply_overrides(raw: dict[str, Any], where: Where, overrides: list[str]) -> 
         parts = [p for p in path_text.strip().split(".") if p]
         if not parts:
             raise UserError("an override needs a key before '='", flag)
-        value = parse_value(value_text)
-        head, rest = parts[0], parts[1:]
-        stages = raw.setdefault("stages", [])
-        targets: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-        if head == "stages" and rest and rest[0].isdigit():
-            i = int(rest[0])
-            if i >= len(stages):
-                raise UserError(f"there is no stage {i} (the pipeline has {len(stages)})", flag)
-            entry = _stage_entry(stages[i], ("stages", i), where)
-            name = next(iter(entry))
-            entry[name] = entry[name] or {}
-            targets.append((("stages", i, name), entry[name]))
-            rest = rest[1:]
-        elif head in SpecModel.model_fields:
-            targets.append(((), raw))
-            rest = parts
-        else:
-            for i, item_ in enumerate(stages):
-                entry = _stage_entry(item_, ("stages", i), where)
-                stages[i] = entry
-                if head in entry:
-                    entry[head] = entry[head] or {}
-                    targets.append((("stages", i, head), entry[head]))
-            if not targets:
-                names = [
-                    next(iter(_stage_entry(s, ("stages", i), where))) for i, s in enumerate(stages)
-                ]
-                choices = list(SpecModel.model_fields) + names
-                close = difflib.get_close_matches(head, choices, n=3)
-                hint = (
-                    f"did you mean {', '.join(repr(c) for c in close)}?"
-                    if close
-                    else f"start with a top-level key or a stage: {', '.join(choices)}"
-                )
-                raise UserError(f"override '{head}' matches no key and no stage", flag, hint)
+        targets, rest = _override_targets(raw, where, parts, flag)
         if not rest:
             raise UserError("an override needs a key after the stage name", flag)
+        value = parse_value(value_text)
         for prefix, target in targets:
             node = target
             for depth, key in enumerate(rest[:-1]):
@@ -319,6 +287,42 @@ def apply_overrides(raw: dict[str, Any], where: Where, overrides: list[str]) -> 
                 where[(*prefix, *rest[: depth + 1])] = flag
             node[rest[-1]] = value
             where[(*prefix, *rest)] = flag
+
+
+Target = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+def _override_targets(
+    raw: dict[str, Any], where: Where, parts: list[str], flag: str
+) -> tuple[list[Target], list[str]]:
+    """The mappings an override path sets a key in (with their key-path prefixes), and the
+    rest of the path below them."""
+    head, rest = parts[0], parts[1:]
+    stages = raw.setdefault("stages", [])
+    if head == "stages" and rest and rest[0].isdigit():
+        i = int(rest[0])
+        if i >= len(stages):
+            raise UserError(f"there is no stage {i} (the pipeline has {len(stages)})", flag)
+        entry = _stage_entry(stages[i], ("stages", i), where)
+        name = next(iter(entry))
+        entry[name] = entry[name] or {}
+        return [(("stages", i, name), entry[name])], rest[1:]
+    if head in SpecModel.model_fields:
+        return [((), raw)], parts
+    targets: list[Target] = []
+    for i, item in enumerate(stages):
+        entry = _stage_entry(item, ("stages", i), where)
+        stages[i] = entry
+        if head in entry:
+            entry[head] = entry[head] or {}
+            targets.append((("stages", i, head), entry[head]))
+    if not targets:
+        names = [next(iter(_stage_entry(s, ("stages", i), where))) for i, s in enumerate(stages)]
+        choices = list(SpecModel.model_fields) + names
+        hint = did_you_mean(head, choices, otherwise="start with a top-level key or a stage: "
+                            + ", ".join(choices))
+        raise UserError(f"override '{head}' matches no key and no stage", flag, hint)
+    return targets, rest
 
 
 def _stage_entry(item: Any, path: tuple[Any, ...], where: Where) -> dict[str, Any]:
@@ -353,12 +357,8 @@ def _pydantic_error(
     location = locate(where, path, default)
     if err["type"] == "extra_forbidden":
         fields = list(model.model_fields) if model is not None and len(loc) == 1 else []
-        close = difflib.get_close_matches(str(loc[-1]), fields, n=3)
-        hint = (
-            f"did you mean {', '.join(repr(c) for c in close)}?"
-            if close
-            else (f"known keys: {', '.join(fields)}" if fields else None)
-        )
+        known = f"known keys: {', '.join(fields)}" if fields else None
+        hint = did_you_mean(str(loc[-1]), fields, otherwise=known)
         return UserError(f"unknown key '{key}'", location, hint)
     if err["type"] == "missing":
         return UserError(f"missing required key '{key}'", location)
@@ -367,8 +367,8 @@ def _pydantic_error(
     return UserError(f"key '{key}': {err['msg']}{shown}", location)
 
 
-def validate(raw: Any, where: Where, registry: Registry, source: str) -> Pipeline:
-    """Check a raw spec completely and return the ``Pipeline``; raise UserError otherwise."""
+def validate(raw: Any, where: Where, registry: Registry, source: str) -> PipelineSpec:
+    """Check a raw spec completely and return the ``PipelineSpec``; raise UserError otherwise."""
     top = where.get((), source)
     if not isinstance(raw, dict):
         raise UserError("a pipeline spec is a mapping (name, model, stages, ...)", top)
@@ -382,39 +382,13 @@ def validate(raw: Any, where: Where, registry: Registry, source: str) -> Pipelin
     except ValidationError as exc:
         raise _pydantic_error(exc, where, (), top, SpecModel) from None
 
-    stages: list[StageSpec] = []
-    for i, entry in enumerate(spec.stages):
-        name, options = next(iter(entry.items()))
-        loc = locate(where, ("stages", i), top)
-        stage_type = registry.stages.get(name, where=loc)
-        try:
-            config = stage_type.config.model_validate(options)
-        except ValidationError as exc:
-            raise _pydantic_error(exc, where, ("stages", i, name), loc, stage_type.config) from None
-        validate_nested(registry, stage_type, config, where, ("stages", i, name), loc)
-        stages.append(StageSpec(i, name, stage_type, config, loc))
-
-    tasks: list[Task] = []
-    if spec.evaluate is not None:
-        eval_loc = locate(where, ("evaluate",), top)
-        tasks = resolve_tasks(spec.evaluate.tasks, registry, eval_loc)
-        if not tasks:
-            raise UserError("'evaluate' names no tasks", eval_loc, "add tasks: [gsm8k, ...]")
-        model_args = spec.evaluate.options.get("model_args")
-        if isinstance(model_args, dict) and model_args.get("trust_remote_code") \
-                and not spec.trust_remote_code:
-            path = ("evaluate", "options", "model_args", "trust_remote_code")
-            raise UserError(
-                "evaluate.options.model_args.trust_remote_code runs the model's own Python; "
-                "remote code is off unless the spec opts in at the top level",
-                locate(where, path, eval_loc),
-                "set 'trust_remote_code: true' at the top of the spec (see docs/guarantees.md)",
-            )
+    stages = _stage_specs(spec, where, registry, top)
+    tasks = _evaluation_tasks(spec, where, registry, top)
     if not stages and spec.evaluate is None:
         raise UserError("the pipeline has no stages and no evaluation: nothing to do", top,
                         "add 'stages: [...]' or 'evaluate: {tasks: [...]}'")
     name = spec.name or "-".join([Path(spec.model).name.lower()] + [s.name for s in stages])
-    return Pipeline(
+    return PipelineSpec(
         name=name,
         model=spec.model,
         seed=spec.seed,
@@ -432,6 +406,45 @@ def validate(raw: Any, where: Where, registry: Registry, source: str) -> Pipelin
         ),
         trust_remote_code=spec.trust_remote_code,
     )
+
+
+def _stage_specs(spec: SpecModel, where: Where, registry: Registry, top: str) -> list[StageSpec]:
+    """Each ``stages:`` entry checked against its stage's config schema (and the options it
+    holds for other stages and rewards)."""
+    stages: list[StageSpec] = []
+    for i, entry in enumerate(spec.stages):
+        name, options = next(iter(entry.items()))
+        loc = locate(where, ("stages", i), top)
+        stage_type = registry.stages.get(name, where=loc)
+        try:
+            config = stage_type.config.model_validate(options)
+        except ValidationError as exc:
+            raise _pydantic_error(exc, where, ("stages", i, name), loc, stage_type.config) from None
+        validate_nested(registry, stage_type, config, where, ("stages", i, name), loc)
+        stages.append(StageSpec(i, name, stage_type, config, loc))
+    return stages
+
+
+def _evaluation_tasks(spec: SpecModel, where: Where, registry: Registry, top: str) -> list[Task]:
+    """The tasks of ``evaluate:`` (none without it); remote code in the evaluator's model
+    arguments only with the spec's top-level opt-in."""
+    if spec.evaluate is None:
+        return []
+    eval_loc = locate(where, ("evaluate",), top)
+    tasks = resolve_tasks(spec.evaluate.tasks, registry, eval_loc)
+    if not tasks:
+        raise UserError("'evaluate' names no tasks", eval_loc, "add tasks: [gsm8k, ...]")
+    model_args = spec.evaluate.options.get("model_args")
+    if isinstance(model_args, dict) and model_args.get("trust_remote_code") \
+            and not spec.trust_remote_code:
+        path = ("evaluate", "options", "model_args", "trust_remote_code")
+        raise UserError(
+            "evaluate.options.model_args.trust_remote_code runs the model's own Python; "
+            "remote code is off unless the spec opts in at the top level",
+            locate(where, path, eval_loc),
+            "set 'trust_remote_code: true' at the top of the spec (see docs/guarantees.md)",
+        )
+    return tasks
 
 
 def validate_nested(
@@ -473,27 +486,37 @@ def validate_nested(
 
 
 def resolve_tasks(names: list[str], registry: Registry, where: str) -> list[Task]:
-    """Registered tasks by name; other names go to their evaluator's ``check_tasks``
-    (lm-eval accepts its own built-in task names)."""
+    """Registered tasks by name, each with its evaluator named (a task naming none gets the
+    default evaluator) and its verifier checked; other names go to the evaluator that
+    accepts unregistered task names, whose ``check_tasks`` checks them."""
     tasks: list[Task] = []
     unregistered: list[str] = []
     for name in names:
         if name in registry.tasks:
-            tasks.append(registry.tasks.get(name))
+            tasks.append(_registered_task(registry, name, where))
         else:
             unregistered.append(name)
     if unregistered:
-        evaluator = (
-            registry.evaluators.get("lm-eval", where) if "lm-eval" in registry.evaluators else None
-        )
-        check = getattr(evaluator, "check_tasks", None)
-        if check is None:
+        evaluator = registry.evaluator_for_unregistered()
+        if evaluator is None:
             # Without an evaluator that knows more names, only registered tasks exist.
             registry.tasks.get(unregistered[0], where)
         else:
-            check(unregistered, list(registry.tasks.names()), where)
-        tasks.extend(Task(name=n, evaluator="lm-eval") for n in unregistered)
+            if evaluator.check_tasks is not None:
+                evaluator.check_tasks(unregistered, list(registry.tasks.names()), where)
+            tasks.extend(Task(name=n, evaluator=evaluator.name) for n in unregistered)
     return tasks
+
+
+def _registered_task(registry: Registry, name: str, where: str) -> Task:
+    task = registry.tasks.get(name, where)
+    at = f"{where} (task {name} of plugin {registry.tasks.owner(name)})"
+    if task.verifier is not None:
+        registry.verifiers.get(task.verifier, at)
+    if task.evaluator:
+        registry.evaluators.get(task.evaluator, at)
+        return task
+    return dataclasses.replace(task, evaluator=registry.default_evaluator(at).name)
 
 
 def load_pipeline(
@@ -504,7 +527,7 @@ def load_pipeline(
     tasks: tuple[str, ...] | list[str] = (),
     limit: float | None = None,
     overrides: tuple[str, ...] | list[str] = (),
-) -> Pipeline:
+) -> PipelineSpec:
     """A pipeline from a YAML file and/or command-line flags (flags win over the file)."""
     if spec_file is not None:
         raw, where = load_yaml(Path(spec_file))

@@ -14,7 +14,7 @@ A study spec names its stage configurations once and composes pipelines from the
       sft-grpo: [sft, grpo]
     grid: [[null, sft, lora], [null, grpo]]
 
-Every pipeline becomes an ordinary validated ``Pipeline``; their plans share keys wherever
+Every pipeline becomes an ordinary validated ``PipelineSpec``; their plans share keys wherever
 they share a prefix, so running them one after another against the same store builds
 each unique stage exactly once.
 
@@ -39,7 +39,7 @@ from srlm_harness.api import UserError
 from srlm_harness.pipeline.plan import Plan, StageStep, make_plan
 from srlm_harness.pipeline.spec import (
     EvaluateSpec,
-    Pipeline,
+    PipelineSpec,
     Where,
     _pydantic_error,
     apply_overrides,
@@ -211,7 +211,7 @@ def study_pipelines(
     registry: Any,
     overrides: list[str] | tuple[str, ...] = (),
     plan: Any = None,
-) -> tuple[StudyModel, list[Pipeline]]:
+) -> tuple[StudyModel, list[PipelineSpec]]:
     """Read a study spec and validate every (model, pipeline, seed), referenced pipelines
     first. ``plan(pipeline)``, when given, returns the pipeline's final model reference."""
     raw, where = load_yaml(Path(path))
@@ -224,7 +224,7 @@ def study_pipelines(
     entries = expand_pipelines(spec, where, path)
     order = pipeline_order(spec, entries, where, path)
     seeds = {name: seeds_of(spec, entries[name]) for name in order}
-    pipelines: list[Pipeline] = []
+    pipelines: list[PipelineSpec] = []
     for model in spec.models:
         finals: dict[tuple[str, int], str] = {}
         for pipe_name in order:
@@ -255,7 +255,7 @@ def _pipeline(
     registry: Any,
     finals: dict[tuple[str, int], str],
     seeds: dict[str, list[int]],
-) -> Pipeline:
+) -> PipelineSpec:
     pipe_name, entry, seed = which
     stage_entries = []
     pipe_where: Where = dict(where)
@@ -288,7 +288,7 @@ def _pipeline(
 
 def parse_study(
     path: str, registry: Any, overrides: list[str] | tuple[str, ...] = ()
-) -> tuple[StudyModel, list[Pipeline]]:
+) -> tuple[StudyModel, list[PipelineSpec]]:
     """Read a study spec and validate every pipeline it expands to (nothing is planned;
     references to other pipelines stand for a stage still to be built)."""
     return study_pipelines(path, registry, overrides)
@@ -306,7 +306,7 @@ def load_study(
     pipeline comes after those it refers to."""
     plans: list[Plan] = []
 
-    def plan(pipeline: Pipeline) -> str:
+    def plan(pipeline: PipelineSpec) -> str:
         made = make_plan(
             pipeline, registry, hardware_for(pipeline.hardware), store, plugin_versions
         )

@@ -52,10 +52,10 @@ class PruneConfig(BaseModel):
     )
 
 
-def run_prune(ctx: StageContext) -> StageResult:
+def run_prune(ctx: StageContext[PruneConfig]) -> StageResult:
     from srlm_example_plugin.prune import prune_model_dir
 
-    config: PruneConfig = ctx.config  # type: ignore[assignment]
+    config = ctx.config
     metrics = prune_model_dir(
         ctx.input_model, ctx.output_dir, config.sparsity, config.skip, ctx.progress
     )
@@ -63,10 +63,10 @@ def run_prune(ctx: StageContext) -> StageResult:
     return StageResult(metrics=metrics)
 
 
-def preflight_prune(ctx: StageContext) -> None:
+def preflight_prune(ctx: StageContext[PruneConfig]) -> None:
     from srlm_example_plugin.prune import check_prunable
 
-    config: PruneConfig = ctx.config  # type: ignore[assignment]
+    config = ctx.config
     check_prunable(ctx.input_model, config.skip)
 
 

@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from srlm_harness.api import DatasetSource, UserError
+from srlm_harness.api import (
+    DatasetSource,
+    UserError,
+    data_dir,
+    did_you_mean,
+    file_sha256,
+    hub_offline,
+)
 from srlm_harness.api.hookspecs import hookimpl
+from srlm_harness_plugins.verifiers import check_verifier
 
 DATA_DIR_ENV = "SRLM_HARNESS_DATA_DIR"
 GSM8K_HUB = "openai/gsm8k"
@@ -41,14 +48,6 @@ def parse_options(cls: type[OptionsT], options: Any, where: str) -> OptionsT:
         key = ".".join(str(part) for part in err["loc"]) or "options"
         known = ", ".join(cls.model_fields)
         raise UserError(f"{err['msg']} ({key})", where, f"options: {known}") from None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -75,13 +74,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _hub_offline() -> bool:
-    return any(
-        os.environ.get(var, "").lower() in ("1", "true", "yes", "on")
-        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
 # --------------------------------------------------------------------------- gsm8k
 
 
@@ -97,19 +89,28 @@ class Gsm8kOptions(BaseModel):
     revision: str | None = Field(None, description="Hub commit to load when the Hub is used")
 
 
-def _gsm8k_local(opts: Gsm8kOptions, split: str) -> Path | None:
-    base = opts.data_dir or os.environ.get(DATA_DIR_ENV)
-    if not base:
+def local_split(
+    subdir: str, split: str, base: str | Path | None = None, flat: bool = False
+) -> Path | None:
+    """``<data dir>/<subdir>/<split>.jsonl`` if it exists (with ``flat``, else
+    ``<data dir>/<split>.jsonl``: a data dir that is the ``<subdir>`` folder itself), the data
+    dir being ``base`` (a source's ``data_dir`` option) or ``$SRLM_HARNESS_DATA_DIR``. The one
+    lookup of the shared data files, for training sources and evaluation tasks alike."""
+    root = data_dir(base)
+    if root is None:
         return None
-    root = Path(base).expanduser()
-    for candidate in (root / "gsm8k" / f"{split}.jsonl", root / f"{split}.jsonl"):
-        if candidate.is_file():
-            return candidate
-    return None
+    candidates = [root / subdir / f"{split}.jsonl"]
+    if flat:
+        candidates.append(root / f"{split}.jsonl")
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def _gsm8k_local(opts: Gsm8kOptions, split: str) -> Path | None:
+    return local_split("gsm8k", split, opts.data_dir, flat=True)
 
 
 def _gsm8k_missing(opts: Gsm8kOptions, split: str, why: str) -> UserError:
-    base = opts.data_dir or os.environ.get(DATA_DIR_ENV)
+    base = data_dir(opts.data_dir)
     local = f"{base}/gsm8k/{split}.jsonl (not found)" if base else f"no data_dir / ${DATA_DIR_ENV}"
     return UserError(
         f"GSM8K split '{split}' is neither local ({local}) nor on the Hub ({GSM8K_HUB}: {why})",
@@ -123,7 +124,7 @@ def _gsm8k_revision(opts: Gsm8kOptions, split: str) -> str:
     """The Hub commit to load: the pinned ``revision``, else the current head."""
     if opts.revision:
         return opts.revision
-    if _hub_offline():
+    if hub_offline():
         raise _gsm8k_missing(opts, split, "offline mode is set")
     try:
         from huggingface_hub import HfApi
@@ -204,10 +205,7 @@ def _rg_generator(opts: ReasoningGymOptions, seed: int, size: int) -> Any:
     from reasoning_gym.factory import DATASETS
 
     if opts.task not in DATASETS:
-        import difflib
-
-        close = difflib.get_close_matches(opts.task, list(DATASETS), n=3)
-        hint = f"did you mean {', '.join(close)}?" if close else "see reasoning_gym's DATASETS"
+        hint = did_you_mean(opts.task, DATASETS, otherwise="see reasoning_gym's DATASETS")
         raise UserError(f"unknown reasoning-gym task '{opts.task}'", "dataset option task", hint)
     try:
         return reasoning_gym.create_dataset(opts.task, seed=seed, size=size, **opts.config)
@@ -337,7 +335,8 @@ class FileOptions(BaseModel):
         description="gsm8k: the answer column is a worked solution ending in '#### N'; "
         "N becomes the answer and the text the solution",
     )
-    verifier: str | None = Field(None, description="verifier family for every record")
+    verifier: str | None = Field(
+        None, description="registered verifier for every record (gsm8k, math, reasoning_gym, ...)")
 
 
 STANDARD_FIELDS = ("prompt", "messages", "answer", "solution", "verifier")
@@ -431,6 +430,9 @@ def load_file(options: Mapping[str, Any], split: str) -> list[dict[str, Any]]:
         record = file_record(row, required, optional, opts, f"{path} (record {index})")
         record.setdefault("id", f"{path.name}/{index}")
         records.append(record)
+    # A misspelled verifier fails here, before any training, not at the first reward call.
+    for name in sorted({str(r["verifier"]) for r in records if r.get("verifier")}):
+        check_verifier(name, f"{path}: verifier")
     return records
 
 
@@ -475,3 +477,8 @@ def srlm_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
         description="a local .jsonl or .parquet file with a column mapping",
         options=FileOptions,
     ))
+
+
+@hookimpl
+def srlm_libraries() -> list[str]:
+    return ["datasets", "reasoning_gym"]

@@ -63,7 +63,14 @@ def srlm_register_evaluators(register: Any) -> None:
         fingerprint=_fingerprint,
         description="lm-evaluation-harness (HF backend; vLLM with options.backend: vllm)",
         check_tasks=_check_tasks,
+        default=True,
+        accepts_unregistered_tasks=True,
     ))
+
+
+@hookimpl
+def srlm_libraries() -> list[str]:
+    return ["lm_eval", "evaluate", "torch", "transformers", "datasets"]
 
 
 @hookimpl

@@ -17,7 +17,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from srlm_harness.api import EvalRequest, EvalResult, Task, UserError
+from srlm_harness.api import (
+    EvalProvenance,
+    EvalRequest,
+    EvalResult,
+    Task,
+    TaskProvenance,
+    UserError,
+)
 from srlm_harness_plugins.lm_eval import records
 from srlm_harness_plugins.lm_eval.progress import request_progress
 from srlm_harness_plugins.lm_eval.task_index import (
@@ -285,7 +292,7 @@ def evaluate(request: EvalRequest) -> EvalResult:
             runs.append(run_lm_eval(lm, backend, model_args, manager, task_objs, chat, request,
                                     options))
     if getattr(lm, "rank", 0) != 0:
-        return EvalResult(scores=[], provenance={}, files={})
+        return EvalResult(scores=[], files={})
     results, samples, settings = merge(runs)
     return write_outputs(request, results, samples, settings, loaded, options, backend,
                          time.time() - started)
@@ -341,41 +348,55 @@ def write_outputs(request: EvalRequest, results: dict, samples: dict,
         rows = records.sample_rows(samples[task], score.metric, verifier)
         records.write_jsonl(out / f"samples_{task}.jsonl", rows)
         files["samples"][task] = f"samples_{task}.jsonl"
-        task_settings = settings.get(task) or {}
-        per_task[task] = records.task_provenance(task, results, rows,
-                                                 task_settings.get("chat_template"))
-        per_task[task]["primary_metric"] = score.metric
-        per_task[task]["data"] = sources.get(task)
-        per_task[task]["settings"] = {
-            "fewshot_seed": results["config"].get("fewshot_seed"),
-            "batch_size": results["config"].get("batch_size"),
-            "apply_chat_template": task_settings.get("chat_template") is not None,
-            **task_settings,
-        }
+        per_task[task] = task_provenance(task, results, rows, settings.get(task) or {},
+                                         sources.get(task))
+        per_task[task].extra["primary_metric"] = score.metric
         scores.append(score)
-    provenance = {
-        "evaluator": f"lm-eval/{VERSION}",
-        "lm_eval_version": lm_eval_version(),
-        "backend": backend,
-        "model_args": results["config"].get("model_args"),
-        "hardware": {"device": request.hardware.device, "dtype": request.hardware.dtype},
-        "seed": request.seed,
-        "seeds": {k: results["config"].get(k) for k in
-                  ("random_seed", "numpy_seed", "torch_seed", "fewshot_seed")},
-        "limit": request.limit,
-        "options": options,
-        "partial": any(p["partial"] for p in per_task.values()),
-        "sample_count": sum(p["samples"] for p in per_task.values()),
-        "tasks": per_task,
-    }
+    provenance = eval_provenance(request, results, options, backend, per_task)
     summary = {
         "scores": {s.task: {"metric": s.metric, "value": s.value, "stderr": s.stderr, "n": s.n}
                    for s in scores},
         "model_dir": str(request.model_dir),
         "wall_time_s": round(seconds, 2),
         "files": files,
-        "provenance": provenance,
+        "provenance": provenance.to_dict(),
     }
     records.write_json(out / "summary.json", summary)
     files["summary"] = "summary.json"
     return EvalResult(scores=scores, provenance=provenance, files=files)
+
+
+def task_provenance(task: str, results: dict, rows: list[dict[str, Any]],
+                    task_settings: dict[str, Any], source: Any) -> TaskProvenance:
+    """One task's typed provenance: lm-eval's record of it plus the prompt settings used."""
+    recorded = records.task_provenance(task, results, rows, task_settings.get("chat_template"))
+    recorded["data"] = source
+    recorded["settings"] = {
+        "fewshot_seed": results["config"].get("fewshot_seed"),
+        "batch_size": results["config"].get("batch_size"),
+        "apply_chat_template": task_settings.get("chat_template") is not None,
+        **task_settings,
+    }
+    return TaskProvenance.from_dict(recorded)
+
+
+def eval_provenance(request: EvalRequest, results: dict, options: dict[str, Any],
+                    backend: str, per_task: dict[str, TaskProvenance]) -> EvalProvenance:
+    config = results["config"]
+    return EvalProvenance(
+        evaluator=f"lm-eval/{VERSION}",
+        seed=request.seed,
+        limit=request.limit,
+        partial=any(p.extra["partial"] for p in per_task.values()),
+        libraries={"lm_eval": lm_eval_version()},
+        tasks=per_task,
+        extra={
+            "backend": backend,
+            "model_args": config.get("model_args"),
+            "hardware": {"device": request.hardware.device, "dtype": request.hardware.dtype},
+            "seeds": {k: config.get(k) for k in
+                      ("random_seed", "numpy_seed", "torch_seed", "fewshot_seed")},
+            "options": options,
+            "sample_count": sum(p.extra["samples"] for p in per_task.values()),
+        },
+    )

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from srlm_harness.api import TaskScore
+from srlm_harness.api import TaskScore, atomic_write_text
 
 #: Preferred ``metric,filter`` keys, in order. For lm-eval's gsm8k we report
 #: flexible-extract (the last number in the answer); the gsm8k verifier (and so the RL
@@ -94,17 +94,12 @@ def prompts_sha256(rows: list[dict[str, Any]]) -> str:
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(row, default=str, ensure_ascii=False) + "\n"
+                                    for row in rows))
 
 
 def task_provenance(

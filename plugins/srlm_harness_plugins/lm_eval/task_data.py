@@ -8,21 +8,21 @@ Hub dataset lm-eval itself would use. ``SRLM_HARNESS_DATA_DIR`` names the data d
     <data dir>/math500/test.jsonl  (fields: problem, answer, ...; as HuggingFaceH4/MATH-500)
 
 reasoning-gym problems are generated deterministically from a held-out seed into a jsonl
-cache (``SRLM_HARNESS_CACHE`` or ``~/.cache/srlm-harness``) and read from there.
+cache (``SRLM_HARNESS_CACHE``, else ``$XDG_CACHE_HOME/srlm-harness`` or
+``~/.cache/srlm-harness``) and read from there.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from srlm_harness.api import UserError
-
-DATA_ENV = "SRLM_HARNESS_DATA_DIR"
-CACHE_ENV = "SRLM_HARNESS_CACHE"
+from srlm_harness.api import UserError, atomic_path, file_sha256
+from srlm_harness.api import cache_dir as cache_dir
+from srlm_harness.api import data_dir as data_dir
+from srlm_harness.util.environment import DATA_DIR_ENV as DATA_ENV
 
 #: task family -> (local subdirectory, splits, Hub path, Hub config)
 SOURCES: dict[str, tuple[str, tuple[str, ...], str, str | None]] = {
@@ -31,32 +31,14 @@ SOURCES: dict[str, tuple[str, tuple[str, ...], str, str | None]] = {
 }
 
 
-def data_dir() -> Path | None:
-    value = os.environ.get(DATA_ENV)
-    return Path(value).expanduser() if value else None
-
-
-def cache_dir() -> Path:
-    value = os.environ.get(CACHE_ENV)
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "srlm-harness"
-
-
 def local_files(source: str) -> dict[str, Path] | None:
     """The local split files of ``source`` if all of them exist under the data directory."""
-    root = data_dir()
+    from srlm_harness_plugins.data.sources import local_split
+
     subdir, splits, _, _ = SOURCES[source]
-    if root is None:
-        return None
-    files = {split: root / subdir / f"{split}.jsonl" for split in splits}
-    return files if all(path.is_file() for path in files.values()) else None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    files = {split: local_split(subdir, split) for split in splits}
+    found = {split: path for split, path in files.items() if path is not None}
+    return found if len(found) == len(splits) else None
 
 
 def describe(source: str) -> dict[str, Any]:
@@ -132,9 +114,7 @@ def generate_reasoning_gym(rg_task: str, seed: int, size: int,
     except ValueError as error:
         raise UserError(f"unknown reasoning-gym task {rg_task!r}", "task data",
                         "see reasoning_gym.factory.DATASETS for names") from error
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for index, entry in enumerate(dataset):
             # metadata is kept as a JSON string: its nested types vary between problems,
             # which an Arrow column cannot hold.
@@ -142,7 +122,6 @@ def generate_reasoning_gym(rg_task: str, seed: int, size: int,
                    "answer": str(entry["answer"]),
                    "metadata": json.dumps(entry["metadata"], default=str, sort_keys=True)}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
     return path
 
 

@@ -41,3 +41,23 @@ def math_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
 def reasoning_gym_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
     info = {"metadata": json.loads(doc["metadata"]), "task": doc["task"]}
     return score("reasoning_gym", results[0], doc["answer"], info)
+
+
+def verifier_results(name: str) -> Any:
+    """A ``process_results`` function scoring with the registered verifier ``name``: the
+    response's verdict against the document's ``answer`` (``acc``, and the verifier's graded
+    ``score``). A third-party task binds one in its own module and names it in its YAML::
+
+        # my_plugin/scoring.py
+        results = verifier_results("my_verifier")
+        # task YAML: process_results: !function my_plugin.scoring.results
+    """
+
+    def results(doc: dict[str, Any], responses: list[str]) -> dict[str, float]:
+        from srlm_harness_plugins.verifiers import verify
+
+        verdict = verify(name, responses[0], str(doc["answer"]))
+        return {"acc": float(verdict.correct), "score": float(verdict.score)}
+
+    results.__name__ = f"{name}_results"
+    return results

@@ -5,8 +5,8 @@ takes ~20 s to scan its ~15k task files and an evaluation needs only a few of th
 
 from __future__ import annotations
 
-import difflib
 import hashlib
+import inspect
 import json
 import re
 from collections.abc import Iterable
@@ -14,7 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from srlm_harness.api import Task, UserError
+from srlm_harness.api import Task, UserError, atomic_write_text, did_you_mean, find_verifier
 from srlm_harness_plugins.lm_eval import task_data
 
 #: Our task YAML directory: the include_path of every task this plugin registers.
@@ -53,10 +53,7 @@ def builtin_index(log: Any = None) -> dict[str, dict[str, Any]]:
         }
         for name, entry in TaskIndex.build([root]).items()
     }
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index, sort_keys=True))
-    tmp.replace(cache)
+    atomic_write_text(cache, json.dumps(index, sort_keys=True))
     return index
 
 
@@ -70,9 +67,8 @@ def check_tasks(names: list[str], registered: list[str], where: str = "evaluate.
     for name in unknown:
         if name not in index:
             known = sorted({*registered, *index})
-            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-            hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close
-                    else "see `lm_eval ls tasks` or `srlm-harness tasks`")
+            hint = did_you_mean(name, known,
+                                otherwise="see `lm_eval ls tasks` or `srlm-harness tasks`")
             raise UserError(f"unknown task '{name}'", where, hint)
 
 
@@ -164,8 +160,23 @@ def plugin_task_identity(task: Task) -> dict[str, Any]:
     if outside:
         identity["reads"] = {str(p): path_sha256(p) for p in outside}
     if task.verifier:
-        identity["verifier"] = [task.verifier, verifier_sha256()]
+        identity["verifier"] = [task.verifier, verifier_code_sha256(task.verifier)]
     return identity
+
+
+def verifier_code_sha256(name: str) -> str:
+    """The code a verifier scores with: the built-in verifiers' package, or the files a
+    third-party ``Verifier`` declares (its defining module when it declares none)."""
+    from srlm_harness_plugins.verifiers import FAMILIES
+
+    if name in FAMILIES:
+        return verifier_sha256()
+    verifier = find_verifier(name, f"task verifier {name}")
+    files = [Path(f) for f in verifier.files] or [Path(inspect.getfile(verifier.verify))]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\0{path_sha256(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def declared_files(task: Task) -> dict[str, str]:

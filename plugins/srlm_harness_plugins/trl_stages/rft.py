@@ -47,8 +47,8 @@ class RftConfig(BaseModel):
     )
 
 
-def run(ctx: StageContext) -> StageResult:
-    config: RftConfig = ctx.config  # type: ignore[assignment]
+def run(ctx: StageContext[RftConfig]) -> StageResult:
+    config = ctx.config
     sft = ctx.stage_config("sft", config.sft)
     records = ctx.load_dataset(dataset_spec(config.dataset))
     prompt = sft.model_dump(include={"prompt_format", "prompt_template"})
@@ -70,8 +70,8 @@ def run(ctx: StageContext) -> StageResult:
                         "kept": len(kept), **result.metrics})
 
 
-def preflight(ctx: StageContext) -> None:
-    config: RftConfig = ctx.config  # type: ignore[assignment]
+def preflight(ctx: StageContext[RftConfig]) -> None:
+    config = ctx.config
     ctx.preflight_stage("sft", config.sft)
 
 

@@ -146,22 +146,22 @@ def prompt_tokens(tokenizer: Any, prompt: Any) -> int:
     return len(tokenizer(prompt)["input_ids"])
 
 
-def run(ctx: StageContext) -> StageResult:
-    config: SftConfig = ctx.config  # type: ignore[assignment]
+def run(ctx: StageContext[SftConfig]) -> StageResult:
+    config = ctx.config
     records = ctx.load_dataset(dataset_spec(config.dataset))
     metrics = train_sft(ctx, config, records, "sft", config.completion_only_loss)
     return StageResult(metrics=metrics)
 
 
-def train_records(ctx: StageContext, records: list[dict[str, Any]]) -> StageResult:
+def train_records(ctx: StageContext[SftConfig], records: list[dict[str, Any]]) -> StageResult:
     """``sft`` on given records: what ``ctx.run_stage("sft", options, records)`` runs."""
-    config: SftConfig = ctx.config  # type: ignore[assignment]
+    config = ctx.config
     name = ctx.stage_name or "sft"
     return StageResult(metrics=train_sft(ctx, config, records, name, config.completion_only_loss))
 
 
-def preflight(ctx: StageContext) -> None:
-    config: SftConfig = ctx.config  # type: ignore[assignment]
+def preflight(ctx: StageContext[SftConfig]) -> None:
+    config = ctx.config
     training.check_model_files(Path(ctx.input_model))
     training.check_lora_targets(Path(ctx.input_model), config.lora, "sft.lora")
 
@@ -184,3 +184,9 @@ def srlm_register_stages(register):  # type: ignore[no-untyped-def]
             train=train_records,
         )
     )
+
+
+@hookimpl
+def srlm_libraries() -> list[str]:
+    # The training stack every built-in stage (sft, kd, grpo, rft) runs on.
+    return ["torch", "transformers", "trl", "peft", "accelerate", "datasets"]

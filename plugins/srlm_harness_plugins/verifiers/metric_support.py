@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from srlm_harness.api import UserError
 from srlm_harness_plugins.verifiers import FAMILIES, verify
 
 METRIC_DIR = Path(__file__).resolve().parent
@@ -19,7 +20,9 @@ METRIC_DIR = Path(__file__).resolve().parent
 def metric_path(family: str) -> str:
     """The file ``evaluate.load`` takes for ``family``'s metric module."""
     if family not in FAMILIES:
-        verify(family, "", "")  # raises the unknown-family UserError with suggestions
+        verify(family, "", "")  # raises the unknown-verifier UserError with suggestions
+        raise UserError(f"verifier {family!r} has no evaluate metric module", "verifier",
+                        f"only the built-in ones have: {', '.join(FAMILIES)}")
     return str(METRIC_DIR / f"metric_{family}.py")
 
 
