@@ -12,6 +12,13 @@ json_option = click.option(
 )
 
 
+def override_option(help_text: str) -> Any:
+    """``-o/--override PATH=VALUE`` (repeatable), as every command that builds a plan takes."""
+    return click.option(
+        "-o", "--override", "overrides", multiple=True, metavar="PATH=VALUE", help=help_text
+    )
+
+
 def split_names(values: tuple[str, ...]) -> tuple[str, ...]:
     """``--tasks a,b --tasks c`` -> ``("a", "b", "c")``, as lm_eval takes them."""
     return tuple(t.strip() for item in values for t in item.split(",") if t.strip())

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from srlm_harness.cli.options import override_option
+
 
 def show_tree(study: Any) -> dict[str, int]:
     """Print the merged tree of steps and return the counts it shows."""
@@ -52,22 +54,15 @@ def _complete_spec(ctx: Any, param: Any, incomplete: str) -> list[Any]:
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False), shell_complete=_complete_spec)
 @click.option("--dry-run", is_flag=True, help="Show the tree of steps and stop.")
-@click.option(
-    "-o",
-    "--override",
-    "overrides",
-    multiple=True,
-    metavar="PATH=VALUE",
-    help="Override a key in every pipeline, e.g. grpo.max_steps=10.",
-)
+@override_option("Override a key in every pipeline, e.g. grpo.max_steps=10.")
 @click.pass_obj
 def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> None:
     """Run a study: models x pipelines, every shared prefix trained once, then a report
     (table, plot, Markdown) in the study folder. SPEC may be a shipped recipe's name."""
     from rich.markdown import Markdown
 
-    from srlm_harness.cli.app import spec_file
     from srlm_harness.cli.console import RichReporter, console, error, esc
+    from srlm_harness.cli.pipeline_commands import spec_file
     from srlm_harness.cli.views import publish_from_spec
     from srlm_harness.pipeline import hardware
     from srlm_harness.pipeline.interrupt import stop_on_signal
