@@ -87,7 +87,7 @@ class State:
     def report_broken(self) -> list[Any]:
         from srlm_harness.cli.console import warn
 
-        broken = self.session.plugins.broken
+        broken: list[Any] = self.session.plugins.broken
         for info in broken:
             warn(f"plugin '{info.name}' ({info.module}) {info.error}")
         return broken

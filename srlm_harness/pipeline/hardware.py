@@ -244,7 +244,7 @@ def _wanted_device(overrides: dict[str, Any]) -> str | None:
         raise UserError(
             f"unknown device {wanted!r}", "hardware.device", f"use {', '.join(_DEVICES)}"
         )
-    return wanted
+    return None if wanted is None else str(wanted)
 
 
 def _device_and_dtype(found: Accelerator | None) -> tuple[str, str, float, str, str]:
