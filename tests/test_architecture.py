@@ -202,6 +202,12 @@ PENDING_LAYERS = {
     "srlm_harness.study.record": {"cli"},  # prints through cli.console
 }
 
+#: Upward imports by design, inside functions only: the API's run-time services hand a
+#: plugin what the core has built (a verifier from the registry, a board entry written).
+ALLOWED_DEFERRED = {
+    "srlm_harness.api.services": {"plugin_system", "leaderboard"},
+}
+
 
 def layer(module: str) -> int:
     parts = module.split(".")
@@ -213,11 +219,16 @@ def layer(module: str) -> int:
 def test_imports_go_down_the_layers_only():
     upward: dict[str, set[str]] = {}
     for name, imports in import_graph().items():
-        for target in imports.top | imports.deferred:
-            if 0 <= layer(name) < layer(target) < len(LAYERS):
+        allowed = ALLOWED_DEFERRED.get(name, set())
+        for target, deferred in [(t, False) for t in imports.top] + [
+            (t, True) for t in imports.deferred
+        ]:
+            if not 0 <= layer(name) < layer(target) < len(LAYERS):
+                continue
+            if not (deferred and LAYERS[layer(target)] in allowed):
                 upward.setdefault(name, set()).add(LAYERS[layer(target)])
-    assert {n: found - PENDING_LAYERS.get(n, set()) for n, found in upward.items()
-            if found - PENDING_LAYERS.get(n, set())} == {}, f"upward imports: {upward}"
+    new = {n: found - PENDING_LAYERS.get(n, set()) for n, found in upward.items()}
+    assert {n: found for n, found in new.items() if found} == {}, f"upward imports: {upward}"
     gone = {n: layers - upward.get(n, set()) for n, layers in PENDING_LAYERS.items()}
     assert not any(gone.values()), f"fixed, take them off PENDING_LAYERS: {gone}"
 
