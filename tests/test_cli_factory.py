@@ -90,6 +90,12 @@ def test_click_errors_use_the_same_format(hello, harness):
     )
 
 
+def test_a_group_without_its_command_shows_its_help(harness):
+    code, out, err = harness("runs")
+    assert (code, err) == (0, "")
+    assert out.startswith("Usage: srlm-harness runs [OPTIONS] COMMAND") and "list" in out
+
+
 def test_a_bug_is_an_internal_error_unless_debug(hello, harness):
     code, _, err = harness(*hello, "crash")
     assert code == 1

@@ -131,6 +131,9 @@ def create_cli(
 
 
 def _click_error(exc: click.ClickException, argv: Sequence[str]) -> int:
+    if type(exc).__name__ == "NoArgsIsHelpError":  # click >= 8.2: a group given no command
+        click.echo(exc.format_message())
+        return 0
     ctx = getattr(exc, "ctx", None)
     where = ctx.command_path if ctx is not None else PROG
     hint = f"see {where} --help" if isinstance(exc, click.UsageError) else None
