@@ -14,6 +14,7 @@ from srlm_harness.cli.options import (
     limit_option,
     override_option,
     report_option,
+    spec_file,
     split_names,
     trackers,
 )
@@ -119,16 +120,6 @@ def _is_study(spec: str) -> bool:
     except UserError:
         return False  # the pipeline loader reports it properly
     return isinstance(raw, dict) and ("pipelines" in raw or "grid" in raw or "models" in raw)
-
-
-def spec_file(spec: str | None) -> str | None:
-    """A spec path as given, or the file of a shipped recipe named so (``smollm2-cpu/sft``)."""
-    if spec is None or Path(spec).exists():
-        return spec
-    from srlm_harness import recipes
-    if spec.removesuffix(".yaml") in recipes.names():
-        return str(recipes.path(spec))
-    return spec
 
 
 def default_recipe() -> Path:

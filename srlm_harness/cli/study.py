@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from srlm_harness.cli.options import override_option
+from srlm_harness.cli.options import override_option, spec_file
 
 
 def show_tree(study: Any) -> dict[str, int]:
@@ -59,7 +59,6 @@ def _complete_spec(ctx: Any, param: Any, incomplete: str) -> list[Any]:
 def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> None:
     """Run a study: models x pipelines, every shared prefix trained once, then a report
     (table, plot, Markdown) in the study folder. SPEC may be a shipped recipe's name."""
-    from srlm_harness.cli.pipeline_commands import spec_file
     from srlm_harness.pipeline import hardware
     from srlm_harness.pipeline.runner import new_run_id
     from srlm_harness.study.record import study_command
