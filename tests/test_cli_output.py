@@ -140,7 +140,9 @@ def test_user_text_is_never_read_as_markup(env, harness, name):
 def test_usage_errors_use_the_one_error_format(harness):
     code, _, err = harness("eval", "some-model")
     assert code == 2
-    assert err.strip().splitlines()[-1].startswith("error: Missing option '--tasks'")
+    assert err.strip().splitlines()[-1] == (
+        "error: srlm-harness eval: Missing option '--tasks' / '-t' (see srlm-harness eval --help)"
+    )
 
 
 def test_tasks_flag_with_commas_and_the_eval_alias(env, harness, tiny_model_dir):

@@ -106,7 +106,7 @@ def test_a_device_this_machine_lacks_is_refused(monkeypatch: pytest.MonkeyPatch)
 def test_detection_does_not_import_torch() -> None:
     code = (
         "import sys\n"
-        "from srlm_harness import hardware\n"
+        "from srlm_harness.pipeline import hardware\n"
         "hardware.detect()\n"
         "print('torch' in sys.modules)\n"
     )

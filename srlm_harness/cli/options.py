@@ -1,8 +1,10 @@
 """Options and argument types that several commands share: ``--json``, ``--limit`` (a count
-or a fraction), ``--tasks`` lists, ``--report-to``, and shell completion of a SPEC."""
+or a fraction), ``--tasks`` lists, ``--report-to``, ``-o``, and a SPEC (a file or a shipped
+recipe's name, completed in the shell)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -10,6 +12,13 @@ import click
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of tables."
 )
+
+
+def override_option(help_text: str) -> Any:
+    """``-o/--override PATH=VALUE`` (repeatable), as every command that builds a plan takes."""
+    return click.option(
+        "-o", "--override", "overrides", multiple=True, metavar="PATH=VALUE", help=help_text
+    )
 
 
 def split_names(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -31,6 +40,16 @@ report_option = click.option(
     help="Log training to tensorboard, wandb, mlflow, trackio... (transformers' report_to; "
     "env SRLM_HARNESS_REPORT_TO). TensorBoard logs go into the run's folder.",
 )
+
+
+def spec_file(spec: str | None) -> str | None:
+    """A spec path as given, or the file of a shipped recipe named so (``smollm2-cpu/sft``)."""
+    if spec is None or Path(spec).exists():
+        return spec
+    from srlm_harness import recipes
+    if spec.removesuffix(".yaml") in recipes.names():
+        return str(recipes.path(spec))
+    return spec
 
 
 def complete_spec(ctx: Any, param: Any, incomplete: str) -> list[Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from srlm_harness.api import UserError
+from srlm_harness.errors import UserError
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "plugin_template"
 VALID_NAME = re.compile(r"[a-z][a-z0-9_-]*")

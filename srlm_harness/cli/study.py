@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from srlm_harness.cli.options import override_option, spec_file
+
 
 def show_tree(study: Any) -> dict[str, int]:
     """Print the merged tree of steps and return the counts it shows."""
@@ -52,29 +54,14 @@ def _complete_spec(ctx: Any, param: Any, incomplete: str) -> list[Any]:
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False), shell_complete=_complete_spec)
 @click.option("--dry-run", is_flag=True, help="Show the tree of steps and stop.")
-@click.option(
-    "-o",
-    "--override",
-    "overrides",
-    multiple=True,
-    metavar="PATH=VALUE",
-    help="Override a key in every pipeline, e.g. grpo.max_steps=10.",
-)
+@override_option("Override a key in every pipeline, e.g. grpo.max_steps=10.")
 @click.pass_obj
 def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> None:
     """Run a study: models x pipelines, every shared prefix trained once, then a report
     (table, plot, Markdown) in the study folder. SPEC may be a shipped recipe's name."""
-    from rich.markdown import Markdown
-
-    from srlm_harness.cli.app import spec_file
-    from srlm_harness.cli.console import RichReporter, console, error, esc
-    from srlm_harness.cli.views import publish_from_spec
     from srlm_harness.pipeline import hardware
-    from srlm_harness.pipeline.interrupt import stop_on_signal
-    from srlm_harness.pipeline.library_output import library_output_to
-    from srlm_harness.pipeline.runner import Runner, new_run_id
+    from srlm_harness.pipeline.runner import new_run_id
     from srlm_harness.study.record import study_command
-    from srlm_harness.study.report import load_results, write_report
     from srlm_harness.study.spec import load_study
 
     session = state.session
@@ -87,10 +74,20 @@ def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> N
     if dry_run:
         return
     study_id = f"{new_run_id()}-{_slug(study_obj.name)}"
-    folder = session.store.root / "studies" / study_id
-    executed_before = set()
+    run_ids, counts["executed"] = _run_pipelines(state, study_obj, study_id)
+    _report(session, study_obj, study_id, run_ids, counts, study_command(spec, overrides))
+
+
+def _run_pipelines(state: Any, study_obj: Any, study_id: str) -> tuple[list[Any], int]:
+    """Run every pipeline of the study in turn: ``(model, label, run id)`` of each, and how
+    many unique stages were trained (not found cached). Ctrl-C says what was kept."""
+    from srlm_harness.cli.console import console, error, esc
+    from srlm_harness.cli.library_output import library_output_to
+    from srlm_harness.pipeline.interrupt import stop_on_signal
+
+    executed: set[str] = set()
     run_ids: list[tuple[str, str, str]] = []
-    log = session.store.root / "logs" / f"{study_id}.log"
+    log = state.session.store.root / "logs" / f"{study_id}.log"
     if not state.verbose:
         console.print(f"  [dim]library output → {esc(str(log))} (--verbose shows it here)[/]")
 
@@ -104,25 +101,48 @@ def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> N
             stop_on_signal(kept, person_fd),
         ):
             for i, plan in enumerate(study_obj.plans):
-                plan.refresh(session.store)
-                executed_before |= {s.key for s in plan.stages if not s.cached}
-                console.rule(f"[bold]{esc(plan.pipeline.name)}[/] on {esc(plan.model.ref)}")
-                runner = Runner(session, plan, RichReporter())
-                seed = f"-s{plan.pipeline.seed}" if study_obj.spec.seeds else ""
-                run_id = f"{study_id}-{i:02d}-{_slug(plan.pipeline.name)}{seed}"
-                manifest = runner.execute(run_id)
-                label = plan.pipeline.name
-                if seed and plan.stages:
-                    label += f" (seed {plan.pipeline.seed})"
-                run_ids.append((plan.model.ref, label, manifest["run_id"]))
-                if plan.pipeline.publish:
-                    publish_from_spec(session, manifest, plan.pipeline.publish)
+                plan.refresh(state.session.store)
+                executed |= {s.key for s in plan.stages if not s.cached}
+                run_ids.append(_run_pipeline(state.session, study_obj, study_id, i, plan))
     except KeyboardInterrupt:
         error(kept())
         raise SystemExit(130) from None
-    counts["executed"] = len(executed_before)
+    return run_ids, len(executed)
+
+
+def _run_pipeline(
+    session: Any, study_obj: Any, study_id: str, i: int, plan: Any
+) -> tuple[str, str, str]:
+    """Run (or find cached) one pipeline of the study and publish it if it asks to."""
+    from srlm_harness.cli.console import RichReporter, console, esc
+    from srlm_harness.cli.views import publish_from_spec
+    from srlm_harness.pipeline.runner import Runner
+
+    console.rule(f"[bold]{esc(plan.pipeline.name)}[/] on {esc(plan.model.ref)}")
+    runner = Runner(session, plan, RichReporter())
+    seed = f"-s{plan.pipeline.seed}" if study_obj.spec.seeds else ""
+    manifest = runner.execute(f"{study_id}-{i:02d}-{_slug(plan.pipeline.name)}{seed}")
+    label = plan.pipeline.name
+    if seed and plan.stages:
+        label += f" (seed {plan.pipeline.seed})"
+    if plan.pipeline.publish:
+        publish_from_spec(session, manifest, plan.pipeline.publish)
+    return plan.model.ref, label, manifest["run_id"]
+
+
+def _report(
+    session: Any, study_obj: Any, study_id: str, run_ids: list[Any], counts: dict[str, int],
+    command: str,
+) -> None:
+    """Write the study's report and record into its folder and show the report."""
+    from rich.markdown import Markdown
+
+    from srlm_harness.cli.console import console, esc
+    from srlm_harness.study.report import load_results, write_report
+
+    folder = session.store.root / "studies" / study_id
     files = write_report(folder, study_obj.name, load_results(session.store, run_ids), counts)
-    _record(session, folder, study_obj, run_ids, study_command(spec, overrides))
+    _record(session, folder, study_obj, run_ids, command)
     report = files["report"].read_text(encoding="utf-8")
     console.print(Markdown(report) if console.is_terminal else report, markup=False)
     console.print(

@@ -134,8 +134,8 @@ def execute_and_report(
     command: str = "srlm-harness run",
     started: float | None = None,
 ) -> dict[str, Any]:
+    from srlm_harness.cli.library_output import library_output_to
     from srlm_harness.pipeline.interrupt import stop_on_signal
-    from srlm_harness.pipeline.library_output import library_output_to
     from srlm_harness.pipeline.runner import Runner, new_run_id
 
     if plan.pipeline.publish:

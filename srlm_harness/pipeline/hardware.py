@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from srlm_harness.api import UserError
+from srlm_harness.errors import UserError
 
 
 @dataclass
@@ -204,6 +204,34 @@ def detect(overrides: dict[str, Any] | None = None, model_params: int | None = N
     fine-tune would not fit comfortably in memory.
     """
     overrides = dict(overrides or {})
+    wanted = _wanted_device(overrides)
+    found = None if wanted == "cpu" else find_accelerator()
+    if wanted not in (None, "cpu") and (found is None or found.device != wanted):
+        raise UserError(
+            f"device {wanted!r} is not available on this machine",
+            "hardware.device",
+            f"this machine has {found.device if found else 'only the CPU'}; "
+            "leave hardware.device out to use it",
+        )
+    reasons: dict[str, str] = {}
+    if wanted is not None:
+        reasons["device"] = "set in the spec"
+    device, name, memory, dtype, reasons["dtype"] = _device_and_dtype(found)
+    reasons["threads"] = "one per core"
+    checkpointing, reasons["gradient_checkpointing"] = _checkpointing(model_params, memory)
+    allocator, reasons["allocator"] = _allocator(device, checkpointing)
+    hw = Hardware(
+        device, dtype, os.cpu_count() or 1, checkpointing, allocator, name, round(memory, 1),
+        reasons,
+    )
+    for key, value in overrides.items():
+        setattr(hw, key, _override_value(key, value))
+        hw.reasons[key] = "set in the spec"
+    return hw
+
+
+def _wanted_device(overrides: dict[str, Any]) -> str | None:
+    """Check the ``hardware:`` keys; take out and return the device asked for, if any."""
     unknown = set(overrides) - _KEYS
     if unknown:
         raise UserError(
@@ -216,84 +244,80 @@ def detect(overrides: dict[str, Any] | None = None, model_params: int | None = N
         raise UserError(
             f"unknown device {wanted!r}", "hardware.device", f"use {', '.join(_DEVICES)}"
         )
-    found = None if wanted == "cpu" else find_accelerator()
-    if wanted not in (None, "cpu") and (found is None or found.device != wanted):
-        raise UserError(
-            f"device {wanted!r} is not available on this machine",
-            "hardware.device",
-            f"this machine has {found.device if found else 'only the CPU'}; "
-            "leave hardware.device out to use it",
-        )
-    reasons: dict[str, str] = {}
-    if wanted is not None:
-        reasons["device"] = "set in the spec"
+    return None if wanted is None else str(wanted)
+
+
+def _device_and_dtype(found: Accelerator | None) -> tuple[str, str, float, str, str]:
+    """(device, its name, memory GiB, dtype, why that dtype) for an accelerator or the CPU."""
     if found is not None and found.device == "cuda":
-        device, name, memory = "cuda", found.name, found.memory_gib
         dtype = "bfloat16" if found.bf16 else "float16"
-        reasons["dtype"] = f"{name} {'supports' if found.bf16 else 'lacks'} bf16"
-    elif found is not None:
-        device, name, memory, dtype = "mps", found.name, found.memory_gib, "float32"
-        reasons["dtype"] = "mps: fp32 is the reliable choice"
-    else:
-        device, name, memory = "cpu", platform.processor() or platform.machine(), _memory_gib()
-        isa = cpu_bf16_instructions()
-        dtype = "bfloat16" if isa else "float32"
-        reasons["dtype"] = (
-            f"CPU has {isa}: bf16 autocast (fp32 master weights) trains faster than fp32"
-            if isa
-            else "CPU without bf16 instructions: fp32 trains several times faster than bf16"
-        )
-    threads = os.cpu_count() or 1
-    reasons["threads"] = "one per core"
+        why = f"{found.name} {'supports' if found.bf16 else 'lacks'} bf16"
+        return "cuda", found.name, found.memory_gib, dtype, why
+    if found is not None:
+        return "mps", found.name, found.memory_gib, "float32", "mps: fp32 is the reliable choice"
+    isa = cpu_bf16_instructions()
+    why = (
+        f"CPU has {isa}: bf16 autocast (fp32 master weights) trains faster than fp32"
+        if isa
+        else "CPU without bf16 instructions: fp32 trains several times faster than bf16"
+    )
+    name = platform.processor() or platform.machine()
+    return "cpu", name, _memory_gib(), "bfloat16" if isa else "float32", why
+
+
+def _checkpointing(model_params: int | None, memory: float) -> tuple[bool, str]:
+    """Gradient checkpointing on only when a full fine-tune would not fit comfortably."""
     # Full fine-tuning keeps weights, grads and two Adam moments: ~16 bytes per parameter,
     # plus activations. Checkpointing trades ~30% speed for memory; use it only when needed.
     need_gib = (model_params or 0) * 16 / 2**30 * 1.5
-    checkpointing = bool(memory) and need_gib > 0.8 * memory
-    reasons["gradient_checkpointing"] = (
-        f"model needs ~{need_gib:.1f} GiB of {memory:.0f} GiB"
-        if model_params
-        else "memory is ample"
+    why = f"model needs ~{need_gib:.1f} GiB of {memory:.0f} GiB" if model_params else (
+        "memory is ample"
     )
+    return bool(memory) and need_gib > 0.8 * memory, why
+
+
+def _allocator(device: str, checkpointing: bool) -> tuple[str, str]:
+    """``caching`` on glibc CPUs unless memory is tight, else ``system``; and why."""
     # Kept memory is not returned to the system until the process ends: not when memory is
     # tight (checkpointing on), where holding the peak could run out.
-    allocator = "system"
     if device != "cpu" or not _glibc_mallopt():
-        reasons["allocator"] = "the platform's allocator is left as is"
-    elif checkpointing:
-        reasons["allocator"] = "memory is tight: freed memory goes back to the system"
-    else:
-        allocator = "caching"
-        reasons["allocator"] = "glibc keeps freed tensors for reuse instead of page-faulting"
-    hw = Hardware(device, dtype, threads, checkpointing, allocator, name, round(memory, 1), reasons)
-    for key, value in overrides.items():
-        if key == "dtype":
-            if value not in _DTYPES:
-                raise UserError(
-                    f"unknown dtype {value!r}", "hardware.dtype", "use float32, bfloat16 or float16"
-                )
-            value = _DTYPES[value]
-        if key == "threads":
-            if isinstance(value, bool) or not str(value).isdigit() or int(value) < 1:
-                raise UserError(
-                    f"threads must be a whole number of at least 1, not {value!r}",
-                    "hardware.threads",
-                )
-            value = int(value)
-        if key == "allocator" and value not in _ALLOCATORS:
+        return "system", "the platform's allocator is left as is"
+    if checkpointing:
+        return "system", "memory is tight: freed memory goes back to the system"
+    return "caching", "glibc keeps freed tensors for reuse instead of page-faulting"
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _override_value(key: str, value: Any) -> Any:
+    """A ``hardware:`` value checked and normalised (``bf16`` -> ``bfloat16``, ``"4"`` -> 4)."""
+    if key == "dtype":
+        if value not in _DTYPES:
             raise UserError(
-                f"unknown allocator {value!r}", "hardware.allocator", "use caching or system"
+                f"unknown dtype {value!r}", "hardware.dtype", "use float32, bfloat16 or float16"
             )
-        if key == "gradient_checkpointing" and not isinstance(value, bool):
-            text = str(value).lower()
-            if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-                raise UserError(
-                    f"gradient_checkpointing must be true or false, not {value!r}",
-                    "hardware.gradient_checkpointing",
-                )
-            value = text in ("1", "true", "yes", "on")
-        setattr(hw, key, value)
-        hw.reasons[key] = "set in the spec"
-    return hw
+        return _DTYPES[value]
+    if key == "threads":
+        if isinstance(value, bool) or not str(value).isdigit() or int(value) < 1:
+            raise UserError(
+                f"threads must be a whole number of at least 1, not {value!r}",
+                "hardware.threads",
+            )
+        return int(value)
+    if key == "allocator" and value not in _ALLOCATORS:
+        raise UserError(
+            f"unknown allocator {value!r}", "hardware.allocator", "use caching or system"
+        )
+    if key == "gradient_checkpointing" and not isinstance(value, bool):
+        text = str(value).lower()
+        if text not in (*_TRUE, *_FALSE):
+            raise UserError(
+                f"gradient_checkpointing must be true or false, not {value!r}",
+                "hardware.gradient_checkpointing",
+            )
+        return text in _TRUE
+    return value
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3

@@ -34,6 +34,50 @@ def _write(fd: int, text: str) -> None:
         pass
 
 
+class _Watchdog:
+    """A thread woken by every signal (through ``signal.set_wakeup_fd``) that ends the
+    process with ``EXIT_CODE`` if the run has not unwound ``GRACE_SECONDS`` after a stop
+    signal, or at once on a second one."""
+
+    def __init__(self, message: Callable[[], str], fd: int | None) -> None:
+        self.message, self.fd = message, fd
+        self.finished = threading.Event()
+        self.reader, self.writer = socket.socketpair()
+        self.writer.setblocking(False)
+        self.thread = threading.Thread(
+            target=self.watch, name="srlm-interrupt-watchdog", daemon=True
+        )
+
+    def stop_signal(self, timeout: float | None) -> bool:
+        """Wait for SIGINT or SIGTERM (the wakeup fd carries every Python-handled signal)."""
+        self.reader.settimeout(timeout)
+        while True:
+            try:
+                byte = self.reader.recv(1)
+            except (TimeoutError, OSError):
+                return False
+            if not byte:
+                return False
+            if byte[0] in (signal.SIGINT, signal.SIGTERM):
+                return True
+
+    def watch(self) -> None:
+        if not self.stop_signal(None) or self.finished.is_set():
+            return
+        self.stop_signal(GRACE_SECONDS)  # returns early on a second Ctrl-C: leave now
+        if self.finished.is_set():
+            return
+        if self.fd is not None:
+            _write(self.fd, f"\nerror: {self.message()}\n")
+        os._exit(EXIT_CODE)
+
+    def close(self) -> None:
+        self.finished.set()
+        self.writer.close()  # wakes the watchdog, which sees ``finished`` and returns
+        self.thread.join(timeout=1)
+        self.reader.close()
+
+
 @contextmanager
 def stop_on_signal(message: Callable[[], str], stderr_fd: int | None = None) -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM stop the process within ``GRACE_SECONDS``;
@@ -43,44 +87,17 @@ def stop_on_signal(message: Callable[[], str], stderr_fd: int | None = None) -> 
         yield
         return
     fd = sys.__stderr__.fileno() if stderr_fd is None and sys.__stderr__ else stderr_fd
-    finished = threading.Event()
-    reader, writer = socket.socketpair()
-    writer.setblocking(False)
-
+    watchdog = _Watchdog(message, fd)
     received: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
         received.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
-    def stop_signal(timeout: float | None) -> bool:
-        """Wait for SIGINT or SIGTERM (the wakeup fd carries every Python-handled signal)."""
-        reader.settimeout(timeout)
-        while True:
-            try:
-                byte = reader.recv(1)
-            except (TimeoutError, OSError):
-                return False
-            if not byte:
-                return False
-            if byte[0] in (signal.SIGINT, signal.SIGTERM):
-                return True
-
-    def watchdog() -> None:
-        if not stop_signal(None) or finished.is_set():
-            return
-        stop_signal(GRACE_SECONDS)  # returns early on a second Ctrl-C: leave now
-        if finished.is_set():
-            return
-        if fd is not None:
-            _write(fd, f"\nerror: {message()}\n")
-        os._exit(EXIT_CODE)
-
     previous_int = signal.signal(signal.SIGINT, handler)
     previous_term = signal.signal(signal.SIGTERM, handler)
-    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    thread = threading.Thread(target=watchdog, name="srlm-interrupt-watchdog", daemon=True)
-    thread.start()
+    previous_fd = signal.set_wakeup_fd(watchdog.writer.fileno(), warn_on_full_buffer=False)
+    watchdog.thread.start()
     try:
         yield
     except Exception as exc:
@@ -91,10 +108,8 @@ def stop_on_signal(message: Callable[[], str], stderr_fd: int | None = None) -> 
             raise KeyboardInterrupt(f"signal {received[0]}") from exc
         raise
     finally:
-        finished.set()
+        watchdog.finished.set()
         signal.set_wakeup_fd(previous_fd)
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous_term)
-        writer.close()  # wakes the watchdog, which sees ``finished`` and returns
-        thread.join(timeout=1)
-        reader.close()
+        watchdog.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from srlm_harness.api import UserError
+from srlm_harness.errors import UserError
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from srlm_harness.api import UserError
+from srlm_harness.errors import UserError
 
 ENV = "SRLM_HARNESS_TRUST_REMOTE_CODE"
 HINT = "if you trust that code, set 'trust_remote_code: true' at the top of the pipeline spec"

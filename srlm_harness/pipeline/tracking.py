@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from srlm_harness.api import UserError
+from srlm_harness.errors import UserError
 
 ENV = "SRLM_HARNESS_REPORT_TO"
 PROJECT = "srlm-harness"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from srlm_harness.api import UserError
+from srlm_harness.errors import UserError
 
 #: No look-ahead (pydantic's regex engine has none): a '.' is followed by a non-'.' or the end.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.?$")
