@@ -20,17 +20,8 @@ PACKAGE = Path(srlm_harness.__file__).resolve().parent
 HEAVY = ("torch", "transformers", "lm_eval", "trl", "datasets", "peft", "accelerate")
 MAX_LINES = 50
 
-#: Functions over MAX_LINES in files that other branches of the layout change own, known
-#: when this test was written; they are to be split (or marked ``# long: why``) when those
-#: branches merge. A fixed one must be taken off this list; a new one fails at once.
-PENDING_MERGE = {
-    "srlm_harness/leaderboard/board.py": {"_build_checked"},
-    "srlm_harness/leaderboard/render.py": {"_chart"},
-    "srlm_harness/pipeline/plan.py": {"make_plan"},
-    "srlm_harness/pipeline/runner.py": {"execute", "run_stage", "run_eval"},
-    "srlm_harness/pipeline/spec.py": {"apply_overrides", "validate"},
-    "srlm_harness/study/table.py": {"markdown_table"},
-}
+#: Functions over MAX_LINES still to split (each with its file); empty since the layout merge.
+PENDING_MERGE: dict[str, set[str]] = {}
 
 
 def module_name(path: Path) -> str:
