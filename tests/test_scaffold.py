@@ -37,12 +37,13 @@ def plugin_env(tmp_path: Path) -> Path:
 
 
 def test_generated_plugin_installs_passes_its_tests_and_runs_in_a_pipeline(
-    harness, plugin_env: Path, tiny_model_dir: Path, tmp_path: Path
+    harness, plugin_env: Path, tiny_model_dir: Path, tmp_path: Path, builtin_plugins: str
 ) -> None:  # type: ignore[no-untyped-def]
     code, out, err = harness("new-plugin", "rank_sft", "--dir", tmp_path)
     assert code == 0, err
     package = tmp_path / "rank-sft"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "NO_COLOR": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "NO_COLOR": "1",
+           "SRLM_HARNESS_PLUGINS": f"{builtin_plugins},rank_sft"}  # the tests' pin, plus it
     env.pop("SRLM_HARNESS_STORE", None)
 
     def call(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess[str]:

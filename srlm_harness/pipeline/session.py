@@ -20,8 +20,20 @@ from srlm_harness.store.store import Store
 CORE_LIBRARIES = ("pluggy", "pydantic")
 
 
-def library_versions(names: Iterable[str]) -> dict[str, str]:
-    """Installed versions of the distributions ``names`` (those not installed left out)."""
+def declared_libraries(plugins: Plugins) -> list[str]:
+    """The distributions whose versions a run records: the core's and those the loaded
+    plugins declare (``srlm_libraries``), in a stable order."""
+    declared: list[str] = list(CORE_LIBRARIES)
+    for names in plugins.hook.srlm_libraries():
+        declared.extend(names or ())
+    return sorted(set(declared), key=str.lower)
+
+
+def library_versions(names: Iterable[str] | None = None) -> dict[str, str]:
+    """Installed versions of the distributions ``names`` (default: those the installed
+    plugins declare); names not installed are left out."""
+    if names is None:
+        names = declared_libraries(load_plugins())
     versions = {}
     for name in names:
         try:
@@ -66,12 +78,8 @@ class Session:
         }
 
     def libraries(self) -> list[str]:
-        """The distributions whose versions a run records: the core's and those the loaded
-        plugins declare (``srlm_libraries``), in a stable order."""
-        declared: list[str] = list(CORE_LIBRARIES)
-        for names in self.plugins.hook.srlm_libraries():
-            declared.extend(names or ())
-        return sorted(set(declared), key=str.lower)
+        """The distributions whose versions this session's runs record."""
+        return declared_libraries(self.plugins)
 
     def resolve_model(self, ref: str) -> ResolvedModel:
         """A local HF model directory for ``ref``, trying model sources in priority order."""
