@@ -118,19 +118,56 @@ def run_harness(model: Any, tok: Any, prompts: list[str], max_new: int, batch: i
 
 def timed(label: str, fn: Any, reference: list[str] | None, tok: Any, base: dict[str, float],
           flops: float, gemm: float) -> list[str]:
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     texts = fn()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
     rate = tokens / seconds
     base.setdefault("rate", rate)
     same = "reference" if reference is None else (
         "identical" if texts == reference else
         f"DIFFERENT ({sum(a != b for a, b in zip(texts, reference, strict=True))} texts)")
-    print(f"{label:<26} {seconds:8.1f} s {tokens:6d} tok {rate:8.1f} tok/s "
+    print(f"{label:<26} {seconds:8.1f} s (cpu {cpu:7.1f} s) {tokens:6d} tok {rate:8.1f} tok/s "
           f"{rate / base['rate']:6.2f}x  roofline {rate * flops / 1e9 / gemm:6.1%}  {same}",
           flush=True)
     return texts
+
+
+def rollouts(model: Any, tok: Any, prompts: list[str], rows: int, new: int,
+             cache: str | None) -> tuple[float, int]:
+    """GRPO-style rollouts as TRL's transformers path samples them (4 completions a prompt,
+    temperature 1, top_k 0, TRL's GenerationConfig), ``rows`` completions per generate call:
+    seconds and completion tokens up to each row's EOS (what ``rollout_tokens_per_s`` counts)."""
+    import torch
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(max_new_tokens=new, do_sample=True, temperature=1.0, top_p=1.0,
+                              top_k=0, pad_token_id=tok.pad_token_id,
+                              eos_token_id=tok.eos_token_id, cache_implementation=cache,
+                              disable_compile=True)
+    tok.padding_side = "left"
+    torch.manual_seed(0)
+    tokens, start = 0, time.perf_counter()
+    for first in range(0, len(prompts), rows // 4):
+        group = [p for p in prompts[first : first + rows // 4] for _ in range(4)]
+        enc = tok(group, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            out = model.generate(**enc, generation_config=config)
+        for row in out[:, enc["input_ids"].shape[1]:].tolist():
+            tokens += row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
+    return time.perf_counter() - start, tokens
+
+
+def rollout_report(model: Any, tok: Any, prompts: list[str], new: int) -> None:
+    """Rollout tokens/s at TRL's default generation batch in the quick start (8 rows: 2 prompts
+    x 4) against 32 rows (``trl: {generation_batch_size: 32}``) and a static cache."""
+    base = None
+    for rows, cache in ((8, None), (32, None), (8, "static"), (8, None), (32, None)):
+        seconds, tokens = rollouts(model, tok, prompts, rows, new, cache)
+        rate = tokens / seconds
+        base = base or rate
+        print(f"rollouts {rows:3d} rows/call cache {cache or 'dynamic':8s} {seconds:7.1f} s "
+              f"{tokens:6d} tok {rate:7.1f} tok/s {rate / base:5.2f}x", flush=True)
 
 
 def parse() -> argparse.Namespace:
@@ -143,6 +180,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--plain-batch", type=int, default=16)
     parser.add_argument("--variants", default="", help="e.g. static,static+compile")
     parser.add_argument("--skip-b1", action="store_true", help="skip lm-eval at batch 1")
+    parser.add_argument("--rollouts", action="store_true",
+                        help="only GRPO-style sampled rollouts: 8 vs 32 rows per call, static")
     return parser.parse_args()
 
 
@@ -160,6 +199,8 @@ def main() -> None:
     chat = [tok.apply_chat_template([{"role": "user", "content": q + INSTRUCTION}],
                                     tokenize=False, add_generation_prompt=True)
             for q in questions(args.prompts)]
+    if args.rollouts:
+        return rollout_report(model, tok, chat, args.max_new_tokens)
     params = sum(p.numel() for p in model.parameters())
     gemm = gemm_gflops()
     start = time.perf_counter()
