@@ -11,18 +11,22 @@ it, and a batch ends when every row has stopped, by a stop string, EOS or
 
 ``sustained_batch_size`` is the batch size the hardware sustains for a model: the smallest
 of 1, 2, 4, ... 64 whose decoding rate (tokens/s over all rows) comes within
-``PROBE_MARGIN`` of the best one, measured by a short probe (a few seconds on a 2-core CPU
-for a 135M model) and cached per model shape, dtype and machine in the cache directory, so
+``PROBE_MARGIN`` of the best one, measured by a short probe (16 tokens from 8-token
+prompts per size; 149 s for SmolLM2-135M on the shared 2-core CPU at load average 4-10, not
+yet timed on a quiet one) and cached per model shape, dtype and machine in the cache directory, so
 it runs once per machine. Why the smallest within the margin, not the fastest: a batch
 runs until its longest row is done, so a larger batch spends more on rows that have
 already stopped; past the point where the rate stops growing, larger batches only lose.
 
-Measured on the 2-core AMD EPYC (torch 2.13 CPU, fp32, SmolLM2-135M; see
-``benchmarks/generation_speed.py`` and its README section): a static KV cache
-(``cache_implementation="static"``) and ``torch.compile`` do not pay off on a CPU (the
-static cache alone decodes slower than the dynamic one, and compiling costs more than
-a whole evaluation saves), so neither is used; on a GPU transformers compiles a static-cache
-forward itself when asked, which this module leaves to the caller's ``extra`` settings.
+Static KV cache and ``torch.compile``, measured on the 2-core AMD EPYC (torch 2.13 CPU, fp32,
+``benchmarks/generation_speed.py --variants static,static+compile``; shared, heavily loaded
+machine, so ratios within one run): a static cache (``cache_implementation="static"``)
+generated at 1.03x the dynamic cache's rate on the tiny model and 0.95x for GRPO-style
+sampled rollouts, i.e. no gain on a CPU, where decoding time goes to the weight matmuls and
+per-step overhead, not to growing the cache; transformers' compiled static-cache forward
+took 309 s end to end for what the uncompiled path did in 25 s (compilation of each new
+batch shape, then little gain per step). So neither is used by default; ``extra`` passes
+them through for a GPU, where transformers compiles a static-cache forward itself.
 """
 
 from __future__ import annotations
