@@ -179,6 +179,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--sweep", default="", help="more lm-eval batch sizes, e.g. 8,16,32,64")
     parser.add_argument("--plain-batch", type=int, default=16)
     parser.add_argument("--variants", default="", help="e.g. static,static+compile")
+    parser.add_argument("--batch", type=int, help="skip the probe: use this batch size")
     parser.add_argument("--skip-b1", action="store_true", help="skip lm-eval at batch 1")
     parser.add_argument("--rollouts", action="store_true",
                         help="only GRPO-style sampled rollouts: 8 vs 32 rows per call, static")
@@ -204,7 +205,7 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     gemm = gemm_gflops()
     start = time.perf_counter()
-    batch = generation.sustained_batch_size(model, work / "probe.json")
+    batch = args.batch or generation.sustained_batch_size(model, work / "probe.json")
     probe_s = time.perf_counter() - start
     print(f"model {path} ({params / 1e6:.1f} M parameters, {2 * params / 1e9:.3f} GFLOP/token), "
           f"{len(chat)} prompts, up to {args.max_new_tokens} new tokens, torch threads "
