@@ -94,6 +94,27 @@ def test_traces_are_generated_cached_and_trained_on(tmp_path: Path, models) -> N
     assert kd.run(again).metrics["traces"] == 20
 
 
+def test_greedy_traces_at_the_probed_batch_size_equal_one_by_one_traces(
+        tmp_path: Path, models, monkeypatch) -> None:
+    """generation_batch_size: auto takes the probe's answer (cached; faked here) and, greedy,
+    writes the traces a batch of 1 writes."""
+    from srlm_harness_plugins import generation
+
+    monkeypatch.setattr(generation, "probe_cache", lambda: tmp_path / "probe.json")
+    monkeypatch.setattr(generation, "probe_rates", lambda model, sizes=(): {1: 1.0, 4: 5.0})
+
+    def traces(batch: int | str, where: str) -> list[dict]:
+        config = kd.KdConfig(teacher="teacher", only_correct=False, temperature=0,
+                             max_new_tokens=8, generation_batch_size=batch)
+        ctx = make_ctx(tmp_path / where, models["student"], config, arithmetic_records(7),
+                       resolve_model=resolver(models))
+        return kd.generate_traces(ctx, config, arithmetic_records(7))
+
+    auto = traces("auto", "auto")
+    assert (tmp_path / "probe.json").is_file()
+    assert auto == traces(1, "one") and [r["index"] for r in auto] == list(range(7))
+
+
 def test_interrupted_trace_generation_resumes(tmp_path: Path, models) -> None:
     config = kd.KdConfig(teacher="teacher", only_correct=False, num_traces=2,
                          max_new_tokens=6, max_steps=1, batch_size=8)

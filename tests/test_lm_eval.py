@@ -168,10 +168,16 @@ def lm_evals_own_gsm8k(gsm8k_dir: Path):  # type: ignore[no-untyped-def]
 def test_gsm8k_defaults_reproduce_a_plain_lm_eval_run(gsm8k_dir, tmp_path, monkeypatch):
     """With no options, the harness's gsm8k gives what lm-eval gives with its own defaults
     (few-shot seed 1234, batch size 1): the same prompts, generations, filtered answers and
-    metrics, on a random model whose generations depend on every number in the prompt."""
+    metrics, on a random model whose generations depend on every number in the prompt,
+    while the harness generates at the batch size its probe chose (here 4 of the 6)."""
     from lm_eval import simple_evaluate
 
     from srlm_harness.testing import make_tiny_model
+    from srlm_harness_plugins import generation
+
+    monkeypatch.setattr(generation, "probe_cache", lambda: tmp_path / "probe.json")
+    monkeypatch.setattr(generation, "probe_rates",
+                        lambda model, sizes=(): {1: 10.0, 2: 18.0, 4: 30.0, 8: 31.0})
 
     # A wide initialisation: greedy generations that vary with the prompt (and with any
     # numerical difference batching might cause).
@@ -185,7 +191,7 @@ def test_gsm8k_defaults_reproduce_a_plain_lm_eval_run(gsm8k_dir, tmp_path, monke
     ours = read_jsonl(tmp_path / "out" / "samples_gsm8k.jsonl")
     assert plain["config"]["fewshot_seed"] == 1234 and plain["config"]["batch_size"] is None
     settings = result.provenance.tasks["gsm8k"].settings
-    assert settings["fewshot_seed"] == 1234 and settings["batch_size"] == 8
+    assert settings["fewshot_seed"] == 1234 and settings["batch_size"] == 4
     assert len({r["response"] for r in ours}) > 1  # the generations differ between documents
     for row in ours:
         both = [s for s in theirs if s["doc_id"] == row["doc_id"]]

@@ -43,8 +43,9 @@ LM_EVAL_SEEDS = {"random_seed": 0, "numpy_random_seed": 1234, "torch_random_seed
 
 OPTIONS = {
     "backend": "hf (default) or vllm",
-    "batch_size": "generation batch size (default: auto on GPU, 8 on CPU; outputs equal "
-                  "lm-eval's batch 1, see tests)",
+    "batch_size": "generation batch size (default: lm-eval's auto on GPU; on CPU the size "
+                  "the machine sustains, probed once per model shape; outputs equal lm-eval's "
+                  "batch 1, see tests)",
     "fewshot_seed": "seed of the few-shot example draw (default 1234, as the lm_eval CLI)",
     "num_fewshot": "override every task's number of few-shot examples",
     "apply_chat_template": "true/false forces the chat template on/off for every task",
@@ -175,6 +176,13 @@ def load_model(request: EvalRequest, options: dict[str, Any]) -> tuple[Any, str,
         first = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
         raise UserError(f"could not load the model: {first}", str(request.model_dir),
                         "check config.json and the weight files (re-run the stage)") from error
+    if backend == "hf" and not options.get("batch_size") and hw.device != "cuda":
+        from srlm_harness_plugins import generation
+
+        # Greedy outputs do not depend on the batch size (tests/test_generation.py), so the
+        # evaluation's cache key does not either.
+        lm.batch_size_per_gpu = generation.sustained_batch_size(
+            lm.model, generation.probe_cache(), request.log)
     share_requests(lm)
     return lm, backend, args
 

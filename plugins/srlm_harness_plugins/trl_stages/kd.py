@@ -32,6 +32,9 @@ from srlm_harness.api.hookspecs import hookimpl
 from srlm_harness_plugins.trl_stages import common as training
 from srlm_harness_plugins.trl_stages import data_prep, sft
 
+#: Version of the traces mode on top of the training stages' version. 2: teacher traces are
+#: generated longest prompt first through ``generation.py`` (sampled traces differ).
+TRACES_VERSION = "2"
 #: GKD's beta selects the divergence: 0 forward KL(teacher||student), 1 reverse KL, 0.5 JSD.
 LOSS_BETA = {"forward_kl": 0.0, "reverse_kl": 1.0, "jsd": 0.5}
 
@@ -66,7 +69,10 @@ class KdConfig(training.TrainingOptions):
     teacher_instruction: str | None = Field(
         None, description="traces: text appended to each question for the teacher"
     )
-    generation_batch_size: int = Field(16, gt=0, description="traces: prompts per generate call")
+    generation_batch_size: int | Literal["auto"] = Field(
+        16, description="traces: prompts per generate call; auto: the batch size this machine "
+        "sustains (a probe, cached per machine; sampled traces then depend on the machine)"
+    )
     loss: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
         "jsd", description="logits: divergence to minimise (GKD's beta 0, 1, 0.5)"
     )
@@ -84,6 +90,8 @@ class KdConfig(training.TrainingOptions):
             raise ValueError("'teacher' is required (unless mode is traces with traces_dataset)")
         if self.num_traces > 1 and self.temperature == 0:
             raise ValueError("num_traces > 1 needs temperature > 0 (greedy decoding repeats)")
+        if isinstance(self.generation_batch_size, int) and self.generation_batch_size < 1:
+            raise ValueError("generation_batch_size must be at least 1 (or auto)")
         if self.mode == "logits" and self.traces_dataset:
             raise ValueError("traces_dataset applies to mode 'traces' only")
         return self
@@ -167,6 +175,47 @@ def teacher_prompt(record: dict[str, Any], tokenizer: Any, chat: bool, suffix: s
     return prompt  # type: ignore[return-value]
 
 
+def teacher_generate(ctx: StageContext, config: KdConfig, records: list[dict[str, Any]],
+                     todo: list[int], out: Any) -> None:
+    """The teacher's traces for the records ``todo``, written to ``out`` a batch at a time:
+    longest prompts first, left-padded, through the shared generation module."""
+    from srlm_harness_plugins import generation
+
+    teacher_dir = ctx.resolve_model(config.teacher)  # type: ignore[arg-type]
+    model, tokenizer = training.load_model(teacher_dir, ctx.hardware, trainable=False)
+    model.eval()
+    chat = training.uses_chat(tokenizer, "auto")  # the teacher's own format, not the student's
+    suffix = f"\n{config.teacher_instruction}" if config.teacher_instruction else ""
+    prompts = [teacher_prompt(records[i], tokenizer, chat, suffix) for i in todo]
+    done = len(records) - len(todo)
+
+    def write(batch: list[int], texts: list[str]) -> None:
+        nonlocal done
+        lines = []
+        for k, text in enumerate(texts):
+            index = todo[batch[k // config.num_traces]]
+            row: dict[str, Any] = {"index": index, "solution": text.strip()}
+            if config.only_correct:
+                row["correct"], row["extracted"] = _verdict(records[index], text)
+            lines.append(json.dumps(row) + "\n")
+        out.write("".join(lines))
+        out.flush()
+        done += len(batch)
+        ctx.progress(done, len(records), "kd: teacher traces")
+
+    sampling = ({"do_sample": True, "temperature": config.temperature, "top_p": 1.0, "top_k": 0}
+                if config.temperature > 0 else {"do_sample": False})
+    batch = config.generation_batch_size
+    if batch == "auto":
+        batch = generation.sustained_batch_size(model, generation.probe_cache(), ctx.log)
+    ctx.progress(done, len(records), "kd: teacher traces")
+    generation.generate_texts(
+        model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, batch_size=batch,
+        add_special_tokens=not chat,
+        extra={**sampling, "num_return_sequences": config.num_traces},
+        seed=lambda batch: ctx.seed + todo[batch[0]], on_batch=write)
+
+
 def generate_traces(
     ctx: StageContext, config: KdConfig, records: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -176,8 +225,6 @@ def generate_traces(
     Finished batches are appended to a ``.partial`` file, so an interrupted run only
     regenerates the batch it was in; the complete file appears atomically at the end.
     """
-    import torch
-
     path = traces_path(ctx, config)
     if path.is_file():
         ctx.log(f"kd: reusing teacher traces {path}")
@@ -191,44 +238,8 @@ def generate_traces(
     if done_idx:
         ctx.log(f"kd: resuming teacher traces, {len(done_idx)} of {len(records)} prompts done")
 
-    teacher_dir = ctx.resolve_model(config.teacher)  # type: ignore[arg-type]
-    model, tokenizer = training.load_model(teacher_dir, ctx.hardware, trainable=False)
-    model.eval()
-    tokenizer.padding_side = "left"  # generation continues from the right end of each prompt
-    chat = training.uses_chat(tokenizer, "auto")  # the teacher's own format, not the student's
-    suffix = f"\n{config.teacher_instruction}" if config.teacher_instruction else ""
-    batch = config.generation_batch_size
     with open(partial, "a", encoding="utf-8") as out:
-        for start in range(0, len(todo), batch):
-            ctx.progress(len(done_idx) + start, len(records), "kd: teacher traces")
-            idx = todo[start : start + batch]
-            prompts = [teacher_prompt(records[i], tokenizer, chat, suffix) for i in idx]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not chat)
-            enc = enc.to(model.device)
-            torch.manual_seed(ctx.seed + idx[0])
-            with torch.no_grad():
-                out_ids = model.generate(
-                    **enc,
-                    max_new_tokens=config.max_new_tokens,
-                    do_sample=config.temperature > 0,
-                    temperature=config.temperature if config.temperature > 0 else None,
-                    top_p=1.0,
-                    top_k=0,
-                    num_return_sequences=config.num_traces,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            texts = tokenizer.batch_decode(
-                out_ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
-            )
-            lines = []
-            for k, text in enumerate(texts):
-                index = idx[k // config.num_traces]
-                row: dict[str, Any] = {"index": index, "solution": text.strip()}
-                if config.only_correct:
-                    row["correct"], row["extracted"] = _verdict(records[index], text)
-                lines.append(json.dumps(row) + "\n")
-            out.write("".join(lines))
-            out.flush()
+        teacher_generate(ctx, config, records, todo, out)
     ctx.progress(len(records), len(records), "kd: teacher traces")
     rows = sorted(_read_jsonl(partial), key=lambda r: r["index"])
     tmp = path.with_suffix(".tmp")
@@ -387,7 +398,7 @@ def srlm_register_stages(register):  # type: ignore[no-untyped-def]
     register(
         StageType(
             name="kd",
-            version=data_prep.stage_version(training.STAGE_VERSION),
+            version=f"{data_prep.stage_version(training.STAGE_VERSION)}.t{TRACES_VERSION}",
             config=KdConfig,
             run=run,
             description="knowledge distillation: SFT on teacher traces, or teacher logits (GKD)",
