@@ -188,15 +188,13 @@ LAYERS = ("errors", "util", "api", "recipes", "plugin_system", "store", "pipelin
 
 #: Upward imports known when this test was written, in files other branches own:
 #: ``{importer: {layer it reaches up to}}``, to go at the merge.
-PENDING_LAYERS = {
-    "srlm_harness.store.store": {"pipeline"},  # pipeline/faults.py belongs in util/
-    "srlm_harness.study.record": {"cli"},  # prints through cli.console
-}
+PENDING_LAYERS: dict[str, set[str]] = {}
 
 #: Upward imports by design, inside functions only: the API's run-time services hand a
-#: plugin what the core has built (a verifier from the registry, a board entry written).
+#: plugin what the core has built (a verifier from the registry, a board entry written, the
+#: hardware settings applied, the remote-code policy, tracking, the store).
 ALLOWED_DEFERRED = {
-    "srlm_harness.api.services": {"plugin_system", "leaderboard"},
+    "srlm_harness.api.services": {"plugin_system", "leaderboard", "store", "pipeline"},
 }
 
 
@@ -290,3 +288,39 @@ def test_no_function_over_50_lines_without_a_reason():
     assert fixed == {}, "no longer long: take them off PENDING_MERGE"
     if found:
         pytest.xfail(f"long functions left for the merge: {found}")
+
+
+def _runtime_imports(tree: ast.AST) -> list[str]:
+    """Modules imported outside ``if TYPE_CHECKING:`` blocks."""
+    found: list[str] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.ImportFrom) and node.module == "srlm_harness":
+            found.extend(f"srlm_harness.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+        elif isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def test_built_in_plugins_use_only_the_public_api():
+    """The built-in plugins reach the core only through ``srlm_harness.api``, the way a
+    third-party plugin must (type-only imports under ``TYPE_CHECKING`` aside)."""
+    plugins = PACKAGE.parent / "plugins" / "srlm_harness_plugins"
+    offenders = {}
+    for path in sorted(plugins.rglob("*.py")):
+        core = [m for m in _runtime_imports(ast.parse(path.read_text()))
+                if (m == "srlm_harness" or m.startswith("srlm_harness."))
+                and not (m == "srlm_harness.api" or m.startswith("srlm_harness.api."))]
+        if core:
+            offenders[str(path.relative_to(plugins))] = core
+    assert offenders == {}, f"plugins importing core internals: {offenders}"

@@ -1,7 +1,7 @@
 """Faults: kill -9 at the worst moments, two processes on one store, a full disk.
 
 Each trial runs the real CLI in a subprocess on a tiny model, kills it at a point named by
-``SRLM_HARNESS_FAULT`` (see ``srlm_harness.pipeline.faults.fault_point``), runs it again, and checks
+``SRLM_HARNESS_FAULT`` (see ``srlm_harness.util.faults.fault_point``), runs it again, and checks
 that nothing half-written was ever committed and that the re-run gives the same results as
 a run that was never interrupted.
 """

@@ -7,7 +7,17 @@ registered verifier, ``write_board_entry`` writes an entry into a leaderboard fo
 """
 
 from srlm_harness.api.hookspecs import hookimpl, hookspec
-from srlm_harness.api.services import check_name, find_verifier, write_board_entry
+from srlm_harness.api.services import (
+    apply_hardware,
+    check_name,
+    check_remote_code,
+    find_verifier,
+    open_store,
+    remote_code_allowed,
+    safetensors_problem,
+    tracking_settings,
+    write_board_entry,
+)
 from srlm_harness.api.types import (
     STORED_IDENTITY,
     DatasetSource,
@@ -34,7 +44,14 @@ from srlm_harness.api.types import (
     dataset_spec,
     reward_setting,
 )
-from srlm_harness.util.environment import cache_dir, data_dir, hub_offline, offline_variable
+from srlm_harness.util.environment import (
+    DATA_DIR_ENV,
+    cache_dir,
+    data_dir,
+    hub_offline,
+    offline_variable,
+)
+from srlm_harness.util.faults import FAULT_ENV, fault_point
 from srlm_harness.util.fs import (
     atomic_path,
     atomic_write_bytes,
@@ -46,11 +63,13 @@ from srlm_harness.util.fs import (
 from srlm_harness.util.suggestions import did_you_mean
 
 __all__ = [
+    "DATA_DIR_ENV",
     "DatasetSource",
     "EvalProvenance",
     "EvalRequest",
     "EvalResult",
     "Evaluator",
+    "FAULT_ENV",
     "ModelSource",
     "Publisher",
     "Reference",
@@ -68,22 +87,29 @@ __all__ = [
     "UserError",
     "Verdict",
     "Verifier",
+    "apply_hardware",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "cache_dir",
     "check_name",
+    "check_remote_code",
     "data_dir",
     "dataset_spec",
     "did_you_mean",
+    "fault_point",
     "file_sha256",
     "find_verifier",
     "hookimpl",
     "hookspec",
     "hub_offline",
     "offline_variable",
+    "open_store",
     "read_json",
+    "remote_code_allowed",
     "reward_setting",
+    "safetensors_problem",
+    "tracking_settings",
     "write_board_entry",
 ]

@@ -1,5 +1,7 @@
 """What the core does for plugins at run time: look up a registered verifier, write an
-entry into a leaderboard folder. Cheap to import: the work loads on first call."""
+entry into a leaderboard folder, put the hardware settings into effect, apply the run's
+remote-code policy and tracking, open the store. Cheap to import: the work loads on first
+call. Built-in plugins reach the core only through these and ``srlm_harness.api``."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from srlm_harness.api.types import Verifier
+    from srlm_harness.pipeline.hardware import Hardware
+    from srlm_harness.store.store import Store
 
 
 def find_verifier(name: str, where: str | None = None) -> Verifier:
@@ -41,3 +45,49 @@ def write_board_entry(entry: dict[str, Any], board_dir: str | Path) -> str:
     path = Path(board_dir) / "entries" / f"{entry_id}.json"
     atomic_write_text(path, json.dumps(entry, indent=1, ensure_ascii=False) + "\n")
     return str(path)
+
+
+def apply_hardware(hardware: Hardware) -> None:
+    """Put the process-wide hardware choices (threads, allocator) into effect, as the core
+    does before a stage or an evaluation; a stage running in a fresh process calls it."""
+    from srlm_harness.pipeline.hardware import apply_hardware as apply
+
+    apply(hardware)
+
+
+def remote_code_allowed() -> bool:
+    """Whether the pipeline allowed models' own code (``trust_remote_code: true`` at the top
+    of the spec); pass it to ``from_pretrained(trust_remote_code=...)``, never prompt."""
+    from srlm_harness.pipeline import remote_code
+
+    return remote_code.allowed()
+
+
+def check_remote_code(model_dir: str | Path) -> None:
+    """A UserError if ``model_dir`` needs its own code and the pipeline did not allow it."""
+    from srlm_harness.pipeline import remote_code
+
+    remote_code.check_model(model_dir)
+
+
+def tracking_settings(stage_label: str) -> dict[str, Any]:
+    """Trainer settings for the trackers the run asked for (``--report-to``): ``report_to``,
+    ``run_name`` and the logging folder, for a transformers/TRL trainer config."""
+    from srlm_harness.pipeline import tracking
+
+    return tracking.trainer_settings(stage_label)
+
+
+def safetensors_problem(path: str | Path) -> str | None:
+    """What is wrong with a ``.safetensors`` file (truncated, unreadable header), or None."""
+    from srlm_harness.store.store import safetensors_problem as problem
+
+    return problem(Path(path))
+
+
+def open_store(root: str | Path | None = None) -> Store:
+    """The artifact store at ``root`` (default: the run's store), for a model source that
+    resolves references to stored stages and runs."""
+    from srlm_harness.store.store import Store
+
+    return Store(root)

@@ -28,7 +28,7 @@ BUILTIN_COMMANDS = (
     ("srlm_harness.cli.listings", "COMMANDS"),
     ("srlm_harness.cli.leaderboard", "leaderboard"),
     ("srlm_harness.cli.study", "study"),
-    ("srlm_harness.study.record", "study_stats"),
+    ("srlm_harness.cli.study", "study_stats"),
     ("srlm_harness.cli.scaffold", "new_plugin"),
     ("srlm_harness.cli.recipes", "recipes"),
     ("srlm_harness.cli.store", "store"),

@@ -194,7 +194,7 @@ def check_plan(state: State, plan: Any) -> None:
     from srlm_harness.pipeline import runner as run
     run.check_plan(state.session, plan)
     if plan.pipeline.publish:
-        views.publish_target(plan.pipeline.publish)
+        views.publish_target(plan.pipeline.publish, state.session.registry)
 
 
 def launch_options(func: Any) -> Any:

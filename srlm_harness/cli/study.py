@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import click
@@ -158,8 +160,8 @@ def _record(session: Any, folder: Any, study_obj: Any, run_ids: Any, command: st
 
     board = None
     if study_obj.spec.publish:
-        target, publisher = publish_target(study_obj.spec.publish)
-        board = board_path(target) if publisher == "folder" else None
+        target, _, is_board = publish_target(study_obj.spec.publish, session.registry)
+        board = board_path(target) if is_board else None
     manifests = [session.store.run_manifest(run_id) for _, _, run_id in run_ids]
     record_study(
         folder, study_obj.name, manifests, study_obj.spec.unstable_spread, command, board
@@ -168,3 +170,36 @@ def _record(session: Any, folder: Any, study_obj: Any, run_ids: Any, command: st
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:40] or "x"
+
+
+@click.command("study-stats")
+@click.argument("board", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--check", is_flag=True, help="Compare with the board's study.json; exit 1 on a difference."
+)
+def study_stats(board: str, check: bool) -> None:
+    """Recompute a published study's table (intervals, paired tests, seeds) from the board's
+    entries and committed per-sample logs."""
+    from srlm_harness.api import UserError
+    from srlm_harness.cli.console import console
+    from srlm_harness.study.record import STUDY_FILE, board_analysis, differences
+    from srlm_harness.study.table import markdown_table
+
+    folder = Path(board)
+    path = folder / STUDY_FILE
+    if not path.is_file():
+        raise UserError(
+            f"no {STUDY_FILE} in this board",
+            str(folder),
+            "publish a study to it: a study spec with publish: leaderboards/NAME",
+        )
+    record = json.loads(path.read_text(encoding="utf-8"))
+    fresh = board_analysis(folder, record["finals"], record["unstable_spread"])
+    console.print(markdown_table(fresh), markup=False)
+    if check:
+        problems = differences(record["table"], fresh)
+        for line in problems:
+            console.print(f"{path}: {line}", markup=False)
+        if problems:
+            raise SystemExit(1)
+        console.print(f"{path}: every number matches the sample logs", markup=False)

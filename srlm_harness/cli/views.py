@@ -139,7 +139,8 @@ def execute_and_report(
     from srlm_harness.pipeline.runner import Runner, new_run_id
 
     if plan.pipeline.publish:
-        publish_target(plan.pipeline.publish)  # a bad board name fails before any training
+        # A bad board name fails before any training.
+        publish_target(plan.pipeline.publish, session.registry)
     started = time.monotonic() if started is None else started
     run_id = run_id or new_run_id()
     log = session.store.root / "logs" / f"{run_id}.log"
@@ -171,23 +172,26 @@ def execute_and_report(
     return manifest
 
 
-def publish_target(publish: Any) -> tuple[str, str]:
-    """(target, publisher) of a spec's ``publish:`` value, checked."""
+def publish_target(publish: Any, registry: Any) -> tuple[str, str | None, bool]:
+    """(target, publisher name or None for the board publisher, whether it is a board
+    publisher) of a spec's ``publish:`` value, checked before any training."""
     from srlm_harness.leaderboard.board import board_path
 
     target = publish if isinstance(publish, str) else publish.get("target") or publish.get("board")
-    publisher = "folder" if isinstance(publish, str) else publish.get("publisher", "folder")
+    name = None if isinstance(publish, str) else publish.get("publisher")
     if not target:
         raise UserError("'publish' needs a target board", "publish")
-    if publisher == "folder":
+    chosen = registry.publishers.get(name, "publish.publisher") if name else \
+        registry.board_publisher("publish")
+    if chosen.board:
         board_path(target)
-    return target, publisher
+    return target, name, bool(chosen.board)
 
 
 def publish_from_spec(session: Any, manifest: dict[str, Any], publish: Any) -> None:
     from srlm_harness.leaderboard.board import publish_run, spec_boards_root
 
-    target, publisher = publish_target(publish)
+    target, publisher, _ = publish_target(publish, session.registry)
     # A recipe's board is relative to its project, not to where the command ran.
     run = typed_run(manifest)
     root = spec_boards_root(run.spec_path or run.spec_source)

@@ -53,7 +53,7 @@ from srlm_harness.leaderboard.schema import (  # noqa: F401 - re-exported
     load_entry,
     validate_entry,
 )
-from srlm_harness.pipeline.faults import fault_point
+from srlm_harness.util.faults import fault_point
 from srlm_harness.util.fs import writing
 from srlm_harness.util.names import check_name
 

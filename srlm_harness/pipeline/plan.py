@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from srlm_harness.pipeline.hardware import Hardware
 from srlm_harness.pipeline.spec import PipelineSpec, StageSpec
 from srlm_harness.plugin_system.registry import Registry
 from srlm_harness.store.store import Store
+from srlm_harness.util.environment import env_true
 
 #: Bump when the store layout or key recipe changes, so old entries are not misread.
 CACHE_FORMAT = "1"
@@ -148,7 +148,7 @@ def identify_model(
             return identity, source.name
     names = ", ".join(s.name for s in sources) or "none installed"
     hint = "give a local model directory, a .gguf file, or a Hub id (org/name)"
-    offline = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if _env_true(v)]
+    offline = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if env_true(v)]
     if offline and ref.count("/") == 1 and not Path(ref).expanduser().exists():
         hint = (
             f"'{ref}' looks like a Hub id, but {offline[0]}=1 is set and it is not in the "
@@ -156,9 +156,6 @@ def identify_model(
         )
     raise UserError(f"no model source recognises '{ref}' (tried: {names})", where, hint)
 
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def dataset_identity(registry: Registry, value: Any, where: str) -> dict[str, Any]:

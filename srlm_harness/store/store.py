@@ -33,9 +33,9 @@ from typing import Any
 from filelock import FileLock
 
 from srlm_harness.api import UserError
-from srlm_harness.pipeline.faults import fault_point
 from srlm_harness.store.locks import drop, hold, try_hold, unheld
 from srlm_harness.store.manifest import EntryManifest, RunManifest
+from srlm_harness.util.faults import fault_point
 from srlm_harness.util.fs import (  # noqa: F401  (atomic_write_*, read_json, writing: re-exported)
     atomic_write_json,
     atomic_write_text,

@@ -6,13 +6,10 @@ BOARD --check`` recomputes from the board's committed sample logs."""
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
 from pathlib import Path
 from typing import Any
-
-import click
 
 from srlm_harness.store.manifest import RunManifest
 from srlm_harness.study.table import (
@@ -178,34 +175,3 @@ def study_command(spec: str, overrides: tuple[str, ...]) -> str:
     for item in overrides:
         parts += ["-o", item]
     return shlex.join(parts)
-
-
-@click.command("study-stats")
-@click.argument("board", type=click.Path(file_okay=False, exists=True))
-@click.option(
-    "--check", is_flag=True, help=f"Compare with the board's {STUDY_FILE}; exit 1 on a difference."
-)
-def study_stats(board: str, check: bool) -> None:
-    """Recompute a published study's table (intervals, paired tests, seeds) from the board's
-    entries and committed per-sample logs."""
-    from srlm_harness.api import UserError
-    from srlm_harness.cli.console import console
-
-    folder = Path(board)
-    path = folder / STUDY_FILE
-    if not path.is_file():
-        raise UserError(
-            f"no {STUDY_FILE} in this board",
-            str(folder),
-            "publish a study to it: a study spec with publish: leaderboards/NAME",
-        )
-    record = json.loads(path.read_text(encoding="utf-8"))
-    fresh = board_analysis(folder, record["finals"], record["unstable_spread"])
-    console.print(markdown_table(fresh), markup=False)
-    if check:
-        problems = differences(record["table"], fresh)
-        for line in problems:
-            console.print(f"{path}: {line}", markup=False)
-        if problems:
-            raise SystemExit(1)
-        console.print(f"{path}: every number matches the sample logs", markup=False)

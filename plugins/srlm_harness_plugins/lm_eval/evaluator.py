@@ -285,7 +285,7 @@ def evaluate(request: EvalRequest) -> EvalResult:
     check_model_dir(model_dir)
     manager, loaded = load_tasks(request.tasks, request.log)
 
-    from srlm_harness.pipeline.hardware import apply_hardware
+    from srlm_harness.api import apply_hardware
 
     apply_hardware(request.hardware)
     lm, backend, model_args = load_model(request, options)

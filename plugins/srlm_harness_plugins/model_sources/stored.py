@@ -17,9 +17,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from srlm_harness.api import STORED_IDENTITY, ModelSource, ResolvedModel, UserError
+from srlm_harness.api import STORED_IDENTITY, ModelSource, ResolvedModel, UserError, open_store
 from srlm_harness.api.hookspecs import hookimpl
-from srlm_harness.store.store import Store
 
 FULL_KEY = re.compile(r"^[0-9a-f]{64}$")
 KEY_PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
@@ -72,14 +71,14 @@ def _run_final_key(run_id: str, store: Any) -> str:
 
 
 def identify_stored(ref: str, store: Any = None) -> str | None:
-    key = stage_key(ref, store or Store())
+    key = stage_key(ref, store or open_store())
     return None if key is None else f"{STORED_IDENTITY}{key}"
 
 
 def resolve_stored(ref: str, cache_dir: Path, store: Any = None) -> ResolvedModel | None:
     from srlm_harness_plugins.model_sources.builtin import model_details
 
-    store = store or Store(cache_dir.parent)  # cache_dir is the store's models/ folder
+    store = store or open_store(cache_dir.parent)  # cache_dir is the store's models/ folder
     key = stage_key(ref, store)
     if key is None:
         return None

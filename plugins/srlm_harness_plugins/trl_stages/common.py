@@ -29,11 +29,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from srlm_harness import api
 from srlm_harness.api import StageContext, UserError
-from srlm_harness.pipeline import remote_code, tracking
-from srlm_harness.pipeline.faults import FAULT_ENV, fault_point
-from srlm_harness.pipeline.hardware import Hardware, apply_hardware
-from srlm_harness.store.store import safetensors_problem
 
 #: Version of the stages built on these helpers (sft, kd, grpo), part of their cache keys.
 #: 3: data order seeded by (seed, epoch), so resumes are bit-for-bit; 2: fp32 master weights
@@ -42,6 +39,8 @@ STAGE_VERSION = "3"
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+
+    from srlm_harness.pipeline.hardware import Hardware
 
 PromptFormat = Literal["auto", "chat", "plain"]
 LORA_LR = 1e-4
@@ -280,7 +279,7 @@ def trainer_arguments(
     block) is applied last and overrides the defaults here (e.g. ``report_to``).
     """
     hw: Hardware = ctx.hardware
-    apply_hardware(hw)
+    api.apply_hardware(hw)
     checkpointing = bool(hw.gradient_checkpointing)
     base: dict[str, Any] = {
         "output_dir": str(ctx.checkpoint_dir),
@@ -291,7 +290,7 @@ def trainer_arguments(
         # transformers 5 renamed gradient checkpointing; set both so the old name cannot win.
         "activation_checkpointing": checkpointing,
         "gradient_checkpointing": checkpointing,
-        **tracking.trainer_settings(f"{ctx.index + 1}:{ctx.stage_name}"),
+        **api.tracking_settings(f"{ctx.index + 1}:{ctx.stage_name}"),
         "save_strategy": "steps",
         "save_steps": 200,
         "save_total_limit": 1,
@@ -413,11 +412,11 @@ def train(trainer: Any, ctx: StageContext) -> dict[str, Any]:
     trainer.remove_callback(PrinterCallback)
     _seed_sampler_by_epoch(trainer, ctx.seed)
     trainer.add_callback(_running_loss_callback(trainer))
-    if os.environ.get(FAULT_ENV):  # fault-injection tests: die with a checkpoint half saved
+    if os.environ.get(api.FAULT_ENV):  # fault-injection tests: die with a checkpoint half saved
         save_rest = trainer._save_optimizer_and_scheduler
 
         def save_with_fault(*args: Any, **kwargs: Any) -> Any:
-            fault_point("checkpoint-save")  # the weights are written, the state is not
+            api.fault_point("checkpoint-save")  # the weights are written, the state is not
             return save_rest(*args, **kwargs)
 
         trainer._save_optimizer_and_scheduler = save_with_fault
@@ -536,9 +535,9 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    remote_code.check_model(path)
+    api.check_remote_code(path)
     check_model_files(Path(path))
-    trust = remote_code.allowed()  # explicit: never a prompt on a terminal
+    trust = api.remote_code_allowed()  # explicit: never a prompt on a terminal
     frozen = not trainable or (lora and hardware.device == "cuda")
     dtype = hardware.torch_dtype() if frozen else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=trust)
@@ -601,7 +600,7 @@ def check_model_files(model_dir: Path) -> None:
                 raise UserError(f"damaged {name} ({type(exc).__name__})", str(path),
                                 "re-save or re-download the model") from None
     for path in sorted(model_dir.glob("*.safetensors")):
-        problem = safetensors_problem(path)
+        problem = api.safetensors_problem(path)
         if problem:
             raise UserError(f"damaged weights file ({problem})", str(path),
                             "re-save or re-download the model")
@@ -615,8 +614,8 @@ def check_lora_targets(model_dir: Path, lora: LoraOptions | None, where: str = "
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    remote_code.check_model(model_dir)
-    trust = remote_code.allowed()
+    api.check_remote_code(model_dir)
+    trust = api.remote_code_allowed()
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust)

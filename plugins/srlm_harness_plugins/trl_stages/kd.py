@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from srlm_harness import api
 from srlm_harness.api import (
     Reference,
     StageContext,
@@ -104,8 +105,7 @@ def check_tokenizers(student_dir: Path, teacher_dir: Path, teacher: str) -> None
     """Logit distillation compares distributions token by token: the vocabularies must agree."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from srlm_harness.pipeline import remote_code
-    trust = remote_code.allowed()  # explicit, so a custom model never prompts on a terminal
+    trust = api.remote_code_allowed()  # explicit, so a custom model never prompts on a terminal
     s_tok = AutoTokenizer.from_pretrained(str(student_dir), trust_remote_code=trust)
     t_tok = AutoTokenizer.from_pretrained(str(teacher_dir), trust_remote_code=trust)
     s_size = AutoConfig.from_pretrained(str(student_dir), trust_remote_code=trust)
