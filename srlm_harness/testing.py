@@ -89,7 +89,7 @@ def make_tiny_model(
     layers: int = 2,
     vocab_size: int = 400,
     seed: int = 0,
-    tokenizer=None,  # type: ignore[no-untyped-def]
+    tokenizer: Any = None,
     **config: Any,
 ) -> Path:
     """Write a tiny random causal LM + tokenizer to ``path`` and return it; ``config``

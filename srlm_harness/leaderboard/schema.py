@@ -199,7 +199,8 @@ def validate_entry(data: Any, where: str = "entry") -> dict[str, Any]:
             where,
             f"entries follow {SCHEMA} (docs/leaderboard.md)",
         )
-    return data
+    valid: dict[str, Any] = data
+    return valid
 
 
 def load_entry(path: Path) -> dict[str, Any]:

@@ -131,7 +131,8 @@ class InProcessLauncher:
         return stage.run(ctx)
 
     def evaluate(self, evaluator: Any, request: EvalRequest) -> EvalResult:
-        return evaluator.evaluate(request)
+        result: EvalResult = evaluator.evaluate(request)
+        return result
 
     def describe(self) -> dict[str, Any]:
         return {"engine": "inprocess", "processes": 1}

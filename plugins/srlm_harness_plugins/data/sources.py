@@ -445,7 +445,7 @@ def fingerprint_file(options: Mapping[str, Any], split: str) -> str:
 
 
 @hookimpl
-def srlm_register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+def srlm_register_datasets(register) -> None:
     register(DatasetSource(
         name="gsm8k",
         load=load_gsm8k,

@@ -418,7 +418,7 @@ def resolve_smollm2_wheel(ref: str, cache_dir: Path) -> ResolvedModel | None:
 
 
 @hookimpl
-def srlm_register_model_sources(register):  # type: ignore[no-untyped-def]
+def srlm_register_model_sources(register):
     register(ModelSource(
         "local", identify_local, resolve_local, priority=10,
         description="a Hugging Face model directory on disk (identity: content hash)",

@@ -96,7 +96,7 @@ def resolve_stored(ref: str, cache_dir: Path, store: Any = None) -> ResolvedMode
 
 
 @hookimpl
-def srlm_register_model_sources(register):  # type: ignore[no-untyped-def]
+def srlm_register_model_sources(register):
     register(
         ModelSource(
             "stored",

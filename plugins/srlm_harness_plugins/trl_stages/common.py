@@ -121,7 +121,7 @@ def trl_config_class(name: str) -> type:
             return GKDConfig
         import trl
 
-        return getattr(trl, name)  # type: ignore[no-any-return]
+        return getattr(trl, name)
 
 
 def trl_field_problem(block: Mapping[str, Any], class_name: str) -> tuple[str, str] | None:
@@ -180,7 +180,7 @@ class TrlOptions(BaseModel):
             block = {k: v for k, v in block.items() if k not in LOGGING_FIELDS}
         if block:
             data["trl"] = block
-        return data  # type: ignore[no-any-return]
+        return data
 
 
 class TrainingOptions(TrlOptions):
@@ -382,13 +382,13 @@ def progress_callback(ctx: StageContext, description: str) -> TrainerCallback:
     from transformers import TrainerCallback
 
     class _Progress(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        def on_train_begin(self, args, state, control, **kwargs):
             ctx.progress(state.global_step, state.max_steps, description)
 
-        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        def on_step_end(self, args, state, control, **kwargs):
             ctx.progress(state.global_step, state.max_steps, description)
 
-        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+        def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
                 ctx.log(
                     f"{description}: step {state.global_step}/{state.max_steps} "
@@ -443,14 +443,14 @@ def _running_loss_callback(trainer: Any) -> TrainerCallback:
     from transformers import TrainerCallback
 
     class _RunningLoss(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        def on_train_begin(self, args, state, control, **kwargs):
             saved = state.stateful_callbacks.pop(_LOSS_STATE, None)
             if saved:  # resuming: the state was read from the checkpoint
                 trainer._total_loss_scalar = float(saved["total"])
                 trainer._tr_loss += float(saved["pending"])
                 trainer._globalstep_last_logged = int(saved["last_logged"])
 
-        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        def on_step_end(self, args, state, control, **kwargs):
             if control.should_save:  # decided by now; the save follows this step's logging
                 pending = float(trainer._tr_loss.item())
                 total, logged = trainer._total_loss_scalar, trainer._globalstep_last_logged
@@ -508,7 +508,8 @@ def training_metrics(log_history: list[dict[str, Any]], curve_points: int = 50) 
     seen = [e["num_input_tokens_seen"] for e in log_history if "num_input_tokens_seen" in e]
     if seen:  # with trl: {include_num_input_tokens_seen: ...}
         metrics["tokens_seen"] = seen[-1]
-    summary = next((e for e in reversed(log_history) if "train_runtime" in e), {})
+    summary: dict[str, Any] = next(
+        (e for e in reversed(log_history) if "train_runtime" in e), {})
     for key, name in (
         ("train_loss", "train_loss"),
         ("train_runtime", "runtime_s"),
@@ -545,7 +546,7 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if hardware.device != "cpu":
-        model.to(hardware.device)
+        model.to(hardware.device)  # type: ignore[arg-type]  # transformers types .to narrowly
     return model, tokenizer
 
 

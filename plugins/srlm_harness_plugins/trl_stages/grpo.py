@@ -61,7 +61,7 @@ class GrpoConfig(training.TrlOptions):
         "gsm8k", description="dataset name or {name: ..., split, limit, ...options}"
     )
     rewards: dict[str, float | dict[str, Any]] = Field(
-        default_factory=lambda: {"accuracy": 1.0},
+        default_factory=lambda: dict[str, float | dict[str, Any]](accuracy=1.0),
         description="reward name -> weight, or {weight: W, ...the reward's options} (see "
         "`srlm-harness rewards`); weight 0 only logs it",
     )
@@ -180,7 +180,7 @@ def grpo_prompt(
     if not system:
         return prompt
     if chat:
-        if prompt and prompt[0].get("role") == "system":
+        if prompt and isinstance(prompt[0], dict) and prompt[0].get("role") == "system":
             return prompt
         return [{"role": "system", "content": system}, *prompt]
     return f"{system}\n\n{prompt}"
@@ -220,7 +220,7 @@ def reward_logger(ctx: StageContext) -> Any:
     from transformers import TrainerCallback
 
     class _Rewards(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+        def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and logs.get("reward") is not None:
                 length = logs.get("completions/mean_length")
                 tail = f", length {length:.0f}" if length is not None else ""
@@ -234,7 +234,7 @@ def reward_logger(ctx: StageContext) -> Any:
 
 
 def preflight(ctx: StageContext) -> None:
-    config: GrpoConfig = ctx.config  # type: ignore[assignment]
+    config: GrpoConfig = ctx.config
     training.check_model_files(Path(ctx.input_model))
     functions = reward_functions(ctx, config)
     spec = dataset_spec(config.dataset)
@@ -247,7 +247,7 @@ def run(ctx: StageContext) -> StageResult:
     from trl import GRPOConfig as TrlGRPOConfig
     from trl import GRPOTrainer
 
-    config: GrpoConfig = ctx.config  # type: ignore[assignment]
+    config: GrpoConfig = ctx.config
     functions = reward_functions(ctx, config)
     spec = dataset_spec(config.dataset)
     records = ctx.load_dataset(spec)
@@ -266,7 +266,7 @@ def run(ctx: StageContext) -> StageResult:
     ]
     extra = {"max_completion_length": config.max_completion_length}
     settings = {name: r.settings(config.rewards[name]) for name, r in functions.items()}
-    bound = [
+    bound: list[Any] = [
         bind_reward(name, r.function, records, {**extra, **settings[name][1]})
         for name, r in functions.items()
     ]
@@ -324,7 +324,7 @@ def references(config: GrpoConfig) -> list[Reference]:
 
 
 @hookimpl
-def srlm_register_stages(register):  # type: ignore[no-untyped-def]
+def srlm_register_stages(register):
     register(
         StageType(
             name="grpo",

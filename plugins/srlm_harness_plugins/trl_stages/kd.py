@@ -360,7 +360,7 @@ def train_logits(ctx: StageContext, config: KdConfig, records: list[dict[str, An
 
 
 def run(ctx: StageContext) -> StageResult:
-    config: KdConfig = ctx.config  # type: ignore[assignment]
+    config: KdConfig = ctx.config
     if config.mode == "logits":
         records = ctx.load_dataset(dataset_spec(config.dataset))
         return StageResult(metrics={"mode": "logits", **train_logits(ctx, config, records)})
@@ -375,7 +375,7 @@ def run(ctx: StageContext) -> StageResult:
 
 
 def preflight(ctx: StageContext) -> None:
-    config: KdConfig = ctx.config  # type: ignore[assignment]
+    config: KdConfig = ctx.config
     training.check_model_files(Path(ctx.input_model))
     training.check_lora_targets(Path(ctx.input_model), config.lora, "kd.lora")
     if config.mode == "logits":
@@ -394,7 +394,7 @@ def references(config: KdConfig) -> list[Reference]:
 
 
 @hookimpl
-def srlm_register_stages(register):  # type: ignore[no-untyped-def]
+def srlm_register_stages(register):
     register(
         StageType(
             name="kd",

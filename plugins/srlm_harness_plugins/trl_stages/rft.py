@@ -76,7 +76,7 @@ def preflight(ctx: StageContext[RftConfig]) -> None:
 
 
 @hookimpl
-def srlm_register_stages(register):  # type: ignore[no-untyped-def]
+def srlm_register_stages(register):
     register(StageType(
         name="rft", config=RftConfig, run=run, preflight=preflight,
         description="rejection-sampling fine-tuning: SFT on the model's own verified samples",

@@ -171,7 +171,7 @@ def references(config: SftConfig) -> list[Reference]:
 
 
 @hookimpl
-def srlm_register_stages(register):  # type: ignore[no-untyped-def]
+def srlm_register_stages(register):
     register(
         StageType(
             name="sft",

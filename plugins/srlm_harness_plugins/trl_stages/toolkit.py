@@ -114,7 +114,7 @@ def generate(
                         add_special_tokens=not chat).to(model.device)
         torch.manual_seed(ctx.seed + start)
         with torch.inference_mode():
-            ids = model.generate(
+            ids = model.generate(  # type: ignore[operator]  # typed via nn.Module
                 **enc, max_new_tokens=sampling.max_new_tokens, do_sample=sample,
                 temperature=sampling.temperature if sample else None,
                 top_p=sampling.top_p if sample else None, top_k=0 if sample else None,

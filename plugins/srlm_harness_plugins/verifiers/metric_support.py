@@ -70,7 +70,7 @@ def verifier_metric(family: str, description: str) -> type:
                 ),
             )
 
-        def _compute(self, predictions, references, metadata=None):  # type: ignore[no-untyped-def]
+        def _compute(self, predictions, references, metadata=None):
             return score_batch(family, predictions, references, metadata)
 
     return Verifier
