@@ -87,3 +87,28 @@ def test_study_errors_point_at_the_stage_definition(study_spec, harness):
     )
     code, _, err = harness(*PLUGIN, "study", study_spec)
     assert code == 2 and "uses stage 'stepz'" in err
+
+
+def test_study_launch_settings_reach_every_pipeline_and_keep_the_keys(study_spec, harness):
+    """`launch:` in a study (or --launcher/--num-processes) runs every pipeline's stages that
+    way; the global-batch rule keeps the stage keys those of a one-process study."""
+    code, out, err = harness(*PLUGIN, "plan", study_spec, "--json")
+    assert code == 0, err
+    one_process = json.loads(out)
+    text = study_spec.read_text()
+    study_spec.write_text(text + "launch: {engine: accelerate, num_processes: 2}\n")
+    code, out, err = harness(*PLUGIN, "plan", study_spec, "--json")
+    assert code == 0, err
+    assert json.loads(out)["pipelines"] == one_process["pipelines"]
+    from srlm_harness.pipeline import hardware
+    from srlm_harness.pipeline.session import Session
+    from srlm_harness.study.spec import load_study
+
+    session = Session.load(extra=("demo_plugin",))
+    found = load_study(str(study_spec), session.registry, hardware.detect, session.store,
+                       session.plugin_versions())
+    assert {(p.pipeline.launch.engine, p.pipeline.launch.num_processes) for p in found.plans} \
+        == {("accelerate", 2)}
+    study_spec.write_text(text)
+    code, out, err = harness(*PLUGIN, "study", study_spec, "--dry-run", "--launcher", "acelerate")
+    assert code == 2 and "did you mean 'accelerate'" in err and len(err.strip().splitlines()) == 1

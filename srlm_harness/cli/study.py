@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from srlm_harness.cli.options import override_option, spec_file
+from srlm_harness.cli.pipeline_commands import launch_options, launch_overrides
 
 
 def show_tree(study: Any) -> dict[str, int]:
@@ -57,8 +58,11 @@ def _complete_spec(ctx: Any, param: Any, incomplete: str) -> list[Any]:
 @click.argument("spec", type=click.Path(dir_okay=False), shell_complete=_complete_spec)
 @click.option("--dry-run", is_flag=True, help="Show the tree of steps and stop.")
 @override_option("Override a key in every pipeline, e.g. grpo.max_steps=10.")
+@launch_options
 @click.pass_obj
-def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> None:
+def study(
+    state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...], **launch: Any
+) -> None:
     """Run a study: models x pipelines, every shared prefix trained once, then a report
     (table, plot, Markdown) in the study folder. SPEC may be a shipped recipe's name."""
     from srlm_harness.pipeline import hardware
@@ -69,6 +73,8 @@ def study(state: Any, spec: str, dry_run: bool, overrides: tuple[str, ...]) -> N
     session = state.session
     state.require_healthy()
     spec = str(spec_file(spec))
+    # --launcher/--num-processes/...: the same as `launch.KEY=VALUE` overrides.
+    overrides = (*overrides, *launch_overrides(launch))
     study_obj = load_study(
         spec, session.registry, hardware.detect, session.store, session.plugin_versions(), overrides
     )

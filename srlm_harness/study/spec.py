@@ -64,6 +64,8 @@ class StudyModel(BaseModel):
     seed: int = 0
     seeds: list[int] | None = Field(None, min_length=1)
     hardware: dict[str, Any] = Field(default_factory=dict)
+    #: How every stage of every pipeline runs (``launch:`` of a pipeline spec; docs/launch.md).
+    launch: dict[str, Any] | None = None
     evaluate: EvaluateSpec
     stages: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
     pipelines: dict[str, list[str] | PipelineEntry] = Field(default_factory=dict)
@@ -282,6 +284,8 @@ def _pipeline(
         "stages": stage_entries,
         "publish": spec.publish,
     }
+    if spec.launch is not None:
+        pipe_raw["launch"] = spec.launch
     apply_overrides(pipe_raw, pipe_where, overrides)
     return validate(pipe_raw, pipe_where, registry, path)
 
