@@ -116,3 +116,13 @@ def test_a_dataset_naming_an_unknown_verifier_fails_on_load(tmp_path: Path) -> N
     with pytest.raises(UserError, match="unknown verifier 'gsm8'.*did you mean 'gsm8k'"):
         registry.datasets.get("file").load({"path": str(path)}, "train")
     assert find_verifier("parity").name == "parity"  # the registry in use is the lookup's
+
+
+def test_verifiers_are_listed_with_their_plugin(contract_plugin: Path, harness) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = harness("--plugin", "srlm_contract_verifier", "verifiers", "--json")
+    assert code == 0, err
+    rows = {row["name"]: row["plugin"] for row in json.loads(out)}
+    assert rows["gsm8k"] == rows["reasoning_gym"] == "verifiers"
+    assert rows["lenient"] == "srlm_contract_verifier"
+    code, _, err = harness("verifiers", "gsm9k")
+    assert code == 2 and "did you mean 'gsm8k'?" in err

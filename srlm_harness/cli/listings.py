@@ -46,6 +46,7 @@ TABLES = (
     _listing("tasks", "List registered evaluation tasks (lm-eval built-in names work too)."),
     _listing("rewards", "List reward functions for RL stages."),
     _listing("datasets", "List dataset sources and their options."),
+    _listing("verifiers", "List answer verifiers (what tasks and the accuracy reward judge with)."),
 )
 
 
