@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,17 @@ def test_findings_compare_the_best_hybrid_with_direct_rl(tmp_path) -> None:  # t
     assert "the hybrid sft-grpo 52.5%" in words and "+2.5 points from direct RL" in words
     assert "3 samples better, 2 worse, sign test p=1.000" in words
     assert "not shown here: the gap is within noise" in words
+
+
+COMMITTED_STUDIES = sorted(
+    (Path(__file__).resolve().parent.parent / "leaderboards").glob("*/study.json")
+)
+
+
+@pytest.mark.parametrize("study_file", COMMITTED_STUDIES, ids=lambda p: p.parent.name)
+def test_committed_study_reports_recompute_from_their_sample_logs(study_file, harness):  # type: ignore[no-untyped-def]
+    """Every number of a committed study's table (scores, intervals, seed spread, paired
+    tests) is recomputed from the board's committed per-sample logs and must match."""
+    code, out, err = harness("study-stats", str(study_file.parent), "--check")
+    assert code == 0, out + err
+    assert "every number matches the sample logs" in out
