@@ -33,6 +33,7 @@ def test_three_steps_on_full_gsm8k_prepare_only_their_records(
     metrics = sft.run(ctx).metrics
     assert metrics["steps"] == 3
     assert metrics["examples"] == 7473 and metrics["examples_prepared"] == 24
+    assert metrics["lm_head"] == "compact"  # TRL's CPU head would project every position
     # Records whose prompt alone fills max_length (TRL would drop them) are not counted.
     assert any(line.startswith("sft: preparing the 24 of ") for line in logs), logs
 

@@ -165,6 +165,8 @@ def test_file_source_errors_name_the_problem(datasets, tmp_path: Path) -> None: 
 
 
 def test_leg_counting_gets_a_worked_solution_that_adds_up() -> None:
+    """One product per animal, each added to a running total: every step is one product or
+    one sum of two numbers, and the last total is the answer."""
     import re
 
     from srlm_harness_plugins.data.sources import load_reasoning_gym
@@ -172,8 +174,18 @@ def test_leg_counting_gets_a_worked_solution_that_adds_up() -> None:
     config = {"min_animals": 1, "max_animals": 3, "min_instances": 1, "max_instances": 4}
     records = load_reasoning_gym({"task": "leg_counting", "size": 20, "config": config}, "train")
     assert len(records) == 20
+    step = re.compile(r"(\d+) .+? x (\d+) legs = (\d+)(?:, (\d+) \+ (\d+) = (\d+))?$")
     for record in records:
         lines = record["solution"].splitlines()
-        products = [int(re.search(r"= (\d+)$", line)[1]) for line in lines[:-1]]
-        assert lines[-1].endswith(f"= {record['answer']}")
-        assert sum(products) == int(record["answer"])
+        assert len(lines) == len(record["metadata"]["animals"])
+        total = 0
+        for number, line in enumerate(lines):
+            count, legs, product, before, added, after = step.fullmatch(line).groups()
+            assert int(count) * int(legs) == int(product)
+            if number == 0:
+                assert before is None
+            else:
+                assert (int(before), int(added)) == (total, int(product))
+                assert int(after) == total + int(product)
+            total += int(product)
+        assert total == int(record["answer"])

@@ -193,11 +193,13 @@ def test_gguf_is_converted_once_into_an_equivalent_hf_directory(
     identity = identify(sources, str(gguf_file))
     assert identity is not None and identity.startswith("gguf:sha256:")
 
-    resolved = resolve(sources, str(gguf_file), tmp_path / "cache")
+    resolved = resolve(sources, str(gguf_file), tmp_path / "store-a" / "models")
     assert resolved is not None and resolved.source == "gguf" and resolved.identity == identity
-    assert resolved.path.parent == tmp_path / "cache"
+    # Converted once per machine, into its cache, not into the store.
+    assert resolved.path.parent == tmp_path / "cache-home" / "models"
+    assert not (tmp_path / "store-a" / "models").exists()
     assert resolved.details["dtype"] == "float32" and "converted_s" in resolved.details
-    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".tmp")]
+    assert not [p for p in resolved.path.parent.iterdir() if p.name.startswith(".tmp")]
 
     original = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
     converted = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch.float32)
@@ -211,8 +213,13 @@ def test_gguf_is_converted_once_into_an_equivalent_hf_directory(
         want, got = original(ids).logits, converted(ids).logits
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
-    again = resolve(sources, str(gguf_file), tmp_path / "cache")  # the cached conversion
+    # Another store on the machine reuses it; a store that holds its own copy keeps it.
+    again = resolve(sources, str(gguf_file), tmp_path / "store-b" / "models")
     assert again is not None and again.path == resolved.path and "converted_s" not in again.details
+    own = tmp_path / "store-c" / "models" / resolved.path.name
+    shutil.copytree(resolved.path, own)
+    kept = resolve(sources, str(gguf_file), own.parent)
+    assert kept is not None and kept.path == own and "converted_s" not in kept.details
 
 
 def test_missing_or_damaged_gguf_is_a_user_error(
@@ -238,7 +245,8 @@ def test_a_truncated_gguf_is_a_user_error(
         with pytest.raises(UserError, match="cannot read this GGUF") as error:
             resolve(sources, str(truncated), tmp_path / "cache")
         assert str(truncated) in str(error.value)
-    assert not any((tmp_path / "cache").iterdir())  # nothing half-written
+    for folder in (tmp_path / "cache", tmp_path / "cache-home" / "models"):  # nothing half-written
+        assert not folder.exists() or not any(folder.iterdir())
 
 
 # --------------------------------------------------------------------------- hub

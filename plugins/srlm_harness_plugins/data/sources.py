@@ -254,12 +254,17 @@ def rg_record(task: str, split: str, index: int, item: Mapping[str, Any]) -> dic
 
 
 #: Bump when the records a generator yields change (e.g. a new solution writer), so stages
-#: trained on the old records are not taken from the cache.
-RG_RECORDS_VERSION = 2
+#: trained on the old records are not taken from the cache. 3: leg_counting keeps a running
+#: total (one two-number sum per line) instead of summing every product at the end.
+RG_RECORDS_VERSION = 3
 
 
 def leg_counting_solution(metadata: Mapping[str, Any]) -> str | None:
-    """A step-by-step solution for leg_counting, which ships none: legs per animal, summed."""
+    """A step-by-step solution for leg_counting, which ships none: legs per animal, each
+    added to a running total, so that every step is one product or one two-number sum.
+
+    A 135M model fine-tuned on "Total: 18 + 12 + 4 = 34" got 84 % of its wrong answers
+    from that one many-number sum (63 of 75 misses on 200 problems)."""
     from reasoning_gym.arithmetic.leg_counting import ANIMALS
 
     animals = metadata.get("animals") or {}
@@ -268,10 +273,11 @@ def leg_counting_solution(metadata: Mapping[str, Any]) -> str | None:
     lines, total = [], 0
     for name, count in animals.items():
         legs = ANIMALS[name] * int(count)
+        line = f"{count} {name} x {ANIMALS[name]} legs = {legs}"
+        if lines:
+            line += f", {total} + {legs} = {total + legs}"
+        lines.append(line)
         total += legs
-        lines.append(f"{count} {name} x {ANIMALS[name]} legs = {legs}")
-    lines.append(f"Total: {' + '.join(str(ANIMALS[n] * int(c)) for n, c in animals.items())}"
-                 f" = {total}")
     return "\n".join(lines)
 
 

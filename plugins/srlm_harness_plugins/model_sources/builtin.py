@@ -250,13 +250,30 @@ def convert_gguf(gguf: Path, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def resolve_gguf_file(path: Path, cache_dir: Path, source: str) -> ResolvedModel:
+def conversion_folder(name: str, store_models: Path) -> Path:
+    """Where the conversion ``name`` lives: in the store when it already holds it (stores
+    from before 0.3 converted into their own ``models/``), else in the machine's cache,
+    shared by every store on the machine (a conversion takes ~40 s and 540 MB for
+    SmolLM2-135M); in the store when the machine's cache cannot be written."""
+    in_store = store_models / name
+    if (in_store / "config.json").is_file():
+        return in_store
+    shared = cache_dir() / "models"
+    try:
+        shared.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return in_store
+    return shared / name if os.access(shared, os.W_OK) else in_store
+
+
+def resolve_gguf_file(path: Path, store_models: Path, source: str) -> ResolvedModel:
     """The cached conversion of ``path`` (converting it first if needed)."""
     identity = _gguf_identity(path)
-    target = cache_dir / f"gguf-{identity.split(':')[2]}-v{GGUF_CONVERSION}"
+    target = conversion_folder(f"gguf-{identity.split(':')[2]}-v{GGUF_CONVERSION}",
+                               store_models)
     details: dict[str, Any] = {"gguf": str(path), "revision": identity.split(":")[2]}
     if not (target / "config.json").is_file():
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         convert_gguf(path, target)
         details["converted_s"] = round(time.perf_counter() - start, 1)

@@ -33,9 +33,10 @@ from srlm_harness import api
 from srlm_harness.api import StageContext, UserError
 
 #: Version of the stages built on these helpers (sft, kd, grpo), part of their cache keys.
+#: 4: on CPUs the LM head projects the labelled positions only (lm_head.py: other rounding);
 #: 3: data order seeded by (seed, epoch), so resumes are bit-for-bit; 2: fp32 master weights
 #: under bf16/fp16 (autocast); 1 trained bf16 weights.
-STAGE_VERSION = "3"
+STAGE_VERSION = "4"
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback

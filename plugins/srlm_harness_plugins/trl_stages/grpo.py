@@ -36,7 +36,7 @@ from srlm_harness.api import (
 )
 from srlm_harness.api.hookspecs import hookimpl
 from srlm_harness_plugins.trl_stages import common as training
-from srlm_harness_plugins.trl_stages import rollout_speed
+from srlm_harness_plugins.trl_stages import lm_head, rollout_speed
 from srlm_harness_plugins.trl_stages.progress_bars import report_generation
 
 FULL_LR = 1e-6
@@ -304,6 +304,10 @@ def run(ctx: StageContext) -> StageResult:
         peft_config=peft_config,
         callbacks=[training.progress_callback(ctx, "grpo"), reward_logger(ctx)],
     )
+    # What TRL's GRPOTrainer asks of its fused heads (policy, and the reference when beta > 0).
+    lm_head.compact_head(trainer.model, trainer.temperature, ("log_probs", "entropy"))
+    if trainer.ref_model is not None:
+        lm_head.compact_head(trainer.ref_model, trainer.temperature)
     report_generation(trainer, ctx, config.max_completion_length, "grpo")
     meter = rollout_speed.RolloutMeter()
     meter.attach(trainer)
@@ -314,6 +318,7 @@ def run(ctx: StageContext) -> StageResult:
         prompts=len(rows),
         prompt_format="chat" if chat else "plain",
         finetune="lora" if config.lora else "full",
+        lm_head=lm_head.head_kind(trainer.model),
     )
     training.save_trained(trainer, tokenizer, Path(ctx.output_dir), config.lora)
     return StageResult(metrics=metrics)

@@ -22,7 +22,7 @@ from srlm_harness.api import (
 )
 from srlm_harness.api.hookspecs import hookimpl
 from srlm_harness_plugins.trl_stages import common as training
-from srlm_harness_plugins.trl_stages import data_prep
+from srlm_harness_plugins.trl_stages import data_prep, lm_head
 from srlm_harness_plugins.trl_stages.progress_bars import DATASETS_BARS, bars_to_progress
 
 
@@ -92,6 +92,7 @@ def train_sft(
     metrics.update(examples=len(examples), prompt_format="chat" if chat else "plain")
     metrics["examples_prepared"] = len(prepared)
     metrics["finetune"] = "lora" if options.lora else "full"
+    metrics["lm_head"] = lm_head.head_kind(trainer.model)
     training.save_trained(trainer, tokenizer, Path(ctx.output_dir), options.lora)
     return metrics
 
@@ -118,6 +119,8 @@ def sft_trainer(ctx: StageContext, args: Any, model: Any, tokenizer: Any, peft_c
         )
     data_prep.use_sampler(trainer, sampler)
     data_prep.save_prepared(trainer, prepared_at)
+    # What TRL's SFTTrainer asks of its fused head: the loss, and entropy and accuracy to log.
+    lm_head.compact_head(trainer.model, 1.0, ("log_probs", "entropy", "is_top1"))
     return trainer
 
 
