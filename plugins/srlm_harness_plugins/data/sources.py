@@ -270,7 +270,8 @@ def leg_counting_solution(metadata: Mapping[str, Any]) -> str | None:
     animals = metadata.get("animals") or {}
     if not animals or any(name not in ANIMALS for name in animals):
         return None
-    lines, total = [], 0
+    lines: list[str] = []
+    total = 0
     for name, count in animals.items():
         legs = ANIMALS[name] * int(count)
         line = f"{count} {name} x {ANIMALS[name]} legs = {legs}"

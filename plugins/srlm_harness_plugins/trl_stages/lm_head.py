@@ -84,9 +84,10 @@ def _compact_forward(trl_forward: Any, temperature: float, outputs: tuple[str, .
         mask = labels != -100
         per_token = _labelled(hidden.to(head.weight.device)[mask], head, labels[mask],
                               temperature, outputs)
-        full = {name: (None if value is None
-                       else value.new_zeros(mask.shape).masked_scatter(mask, value))
-                for name, value in per_token.items()}
+        full: dict[str, Any] = {
+            name: None if value is None else value.new_zeros(mask.shape).masked_scatter(mask, value)
+            for name, value in per_token.items()
+        }
         count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
         return _output_class()(loss=-full["log_probs"].sum() / count, label_mask=mask, **full)
 
