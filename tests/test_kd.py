@@ -81,6 +81,7 @@ def test_traces_are_generated_cached_and_trained_on(tmp_path: Path, models) -> N
     path = kd.traces_path(ctx, config)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) == 20 and metrics["traces"] == metrics["examples"] == 20
+    assert metrics["traces_prompts"] == 10  # 3 steps of 8 reach all 20 traces
     assert sorted({r["index"] for r in rows}) == list(range(10))
     assert all(isinstance(r["solution"], str) for r in rows)
     assert metrics["steps"] == 3 and (ctx.output_dir / "model.safetensors").is_file()
@@ -116,8 +117,9 @@ def test_greedy_traces_at_the_probed_batch_size_equal_one_by_one_traces(
 
 
 def test_interrupted_trace_generation_resumes(tmp_path: Path, models) -> None:
+    # 2 steps of 8 use every prompt's 2 traces (tests/test_kd_traces_needed.py: fewer).
     config = kd.KdConfig(teacher="teacher", only_correct=False, num_traces=2,
-                         max_new_tokens=6, max_steps=1, batch_size=8)
+                         max_new_tokens=6, max_steps=2, batch_size=8)
     ctx = make_ctx(tmp_path, models["student"], config, arithmetic_records(6),
                    resolve_model=resolver(models))
     partial = kd.traces_path(ctx, config).with_suffix(".partial")
