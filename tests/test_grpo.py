@@ -122,6 +122,7 @@ def test_lora_with_builtin_rewards_writes_a_merged_model(  # type: ignore[no-unt
     assert metrics["rollout_tokens_per_s"] == pytest.approx(
         metrics["rollout_tokens"] / metrics["rollout_seconds"], rel=5e-2)
     assert metrics["finetune"] == "lora" and metrics["lm_head"] == "compact"
+    assert metrics["rollouts"] == "cpu"  # sampled by rollouts.sample_rows, packed weights
     assert not (ctx.output_dir / "adapter").exists()
     model = AutoModelForCausalLM.from_pretrained(ctx.output_dir)
     assert not any("lora" in name for name, _ in model.named_parameters())

@@ -6,21 +6,22 @@ into advantages. The KL penalty (``beta``) keeps the policy near the stage's inp
 which is the reference model. Prompts are formatted as the ``sft`` stage formats them, so
 SFT -> GRPO pipelines train and sample on the same text.
 
-Rollout speed (``rollout_tokens_per_s`` in the metrics): TRL samples one generation batch
-per optimizer step by default, ``batch_size`` x ``gradient_accumulation`` completions (8 in
-the quick start), which on a CPU is far below the batch the machine sustains.
-``trl: {generation_batch_size: 32}`` samples 32 at once and trains the next 4 steps on them
-(TRL corrects for the older policy with its importance ratios): 2.7-2.9x the rollout tokens/s
-of 8 per call on the tiny model (``benchmarks/generation_speed.py --rollouts``, loaded
-machine). It is not the default because it changes what is trained (and the stage's cache
-key). ``trl: {cache_implementation: static}`` measured no gain on a CPU (0.95x).
+Rollout speed (``rollout_tokens_per_s`` in the metrics). On a CPU the rollouts are sampled
+by ``rollouts.sample_rows`` (``rollouts: auto``): weights packed once per generation batch,
+and each completion leaving the batch when it ends; ``rollouts: trl`` keeps TRL's
+``generate``. TRL samples one generation batch per optimizer step by default,
+``batch_size`` x ``gradient_accumulation`` completions (8 in the quick start), far below the
+batch a CPU sustains; ``trl: {generation_batch_size: 32}`` samples 32 at once and trains the
+next 4 steps on them (TRL corrects for the older policy with its importance ratios). Both
+change what is trained (and the stage's cache key). ``trl: {cache_implementation: static}``
+measured no gain on a CPU (0.95x).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -36,8 +37,8 @@ from srlm_harness.api import (
 )
 from srlm_harness.api.hookspecs import hookimpl
 from srlm_harness_plugins.trl_stages import common as training
-from srlm_harness_plugins.trl_stages import lm_head, rollout_speed
-from srlm_harness_plugins.trl_stages.progress_bars import report_generation
+from srlm_harness_plugins.trl_stages import lm_head, rollout_speed, rollouts
+from srlm_harness_plugins.trl_stages.progress_bars import report_generation, token_counter
 
 FULL_LR = 1e-6
 LORA_LR = 1e-5
@@ -97,6 +98,10 @@ class GrpoConfig(training.TrlOptions):
     )
     save_steps: int = Field(50, gt=0, description="checkpoint every N steps (for resume)")
     logging_steps: int = Field(5, gt=0, description="log rewards every N steps")
+    rollouts: Literal["auto", "trl"] = Field(
+        "auto", description="auto: on a CPU, sample with packed weights, finished completions "
+        "leaving the batch (rollouts.py); trl: TRL's generate everywhere"
+    )
 
     @model_validator(mode="after")
     def _whole_groups(self) -> GrpoConfig:
@@ -308,6 +313,8 @@ def run(ctx: StageContext) -> StageResult:
     lm_head.compact_head(trainer.model, trainer.temperature, ("log_probs", "entropy"))
     if trainer.ref_model is not None:
         lm_head.compact_head(trainer.ref_model, trainer.temperature)
+    fast = config.rollouts == "auto" and rollouts.fast_rollouts(trainer, lambda: token_counter(
+        trainer, ctx, config.max_completion_length, "grpo"))
     report_generation(trainer, ctx, config.max_completion_length, "grpo")
     meter = rollout_speed.RolloutMeter()
     meter.attach(trainer)
@@ -319,6 +326,7 @@ def run(ctx: StageContext) -> StageResult:
         prompt_format="chat" if chat else "plain",
         finetune="lora" if config.lora else "full",
         lm_head=lm_head.head_kind(trainer.model),
+        rollouts="cpu" if fast else "trl",
     )
     training.save_trained(trainer, tokenizer, Path(ctx.output_dir), config.lora)
     return StageResult(metrics=metrics)

@@ -96,6 +96,13 @@ def bars_to_progress(
             setattr(module, attribute, original)
 
 
+def token_counter(trainer: Any, ctx: StageContext, max_new_tokens: int,
+                  description: str) -> Any:
+    """A streamer reporting one generation call's tokens to ``ctx.progress``, as
+    :func:`report_generation` gives ``generate``."""
+    return _TokenCounter(ctx, trainer, max_new_tokens, description)
+
+
 class _TokenCounter:
     """A transformers streamer (``put``/``end``) that only counts."""
 
