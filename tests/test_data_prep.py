@@ -34,6 +34,8 @@ def test_three_steps_on_full_gsm8k_prepare_only_their_records(
     assert metrics["steps"] == 3
     assert metrics["examples"] == 7473 and metrics["examples_prepared"] == 24
     assert metrics["lm_head"] == "compact"  # TRL's CPU head would project every position
+    # No checkpoint after the last step: the model is written once, as the stage's output.
+    assert not list(Path(ctx.checkpoint_dir).glob("checkpoint-*"))
     # Records whose prompt alone fills max_length (TRL would drop them) are not counted.
     assert any(line.startswith("sft: preparing the 24 of ") for line in logs), logs
 

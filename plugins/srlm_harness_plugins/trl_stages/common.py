@@ -452,6 +452,10 @@ def _running_loss_callback(trainer: Any) -> TrainerCallback:
                 trainer._globalstep_last_logged = int(saved["last_logged"])
 
         def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                # No checkpoint after the last step (weights + optimizer, 3x the model): the
+                # stage writes the trained model itself, and nothing is left to resume.
+                control.should_save = False
             if control.should_save:  # decided by now; the save follows this step's logging
                 pending = float(trainer._tr_loss.item())
                 total, logged = trainer._total_loss_scalar, trainer._globalstep_last_logged
