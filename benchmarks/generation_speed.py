@@ -137,19 +137,30 @@ def rollouts(model: Any, tok: Any, prompts: list[str], rows: int, new: int,
              cache: str | None) -> tuple[float, int]:
     """GRPO-style rollouts as TRL's transformers path samples them (4 completions a prompt,
     temperature 1, top_k 0, TRL's GenerationConfig), ``rows`` completions per generate call:
-    seconds and completion tokens up to each row's EOS (what ``rollout_tokens_per_s`` counts)."""
+    seconds and completion tokens up to each row's EOS (what ``rollout_tokens_per_s`` counts).
+    ``cache`` "rows" samples through the harness's ``rollouts.sample_rows`` instead (packed
+    weights, finished rows leave the batch), as the ``grpo`` stage does on a CPU."""
     import torch
     from transformers import GenerationConfig
 
+    from srlm_harness_plugins.trl_stages.rollouts import sample_rows
+
     config = GenerationConfig(max_new_tokens=new, do_sample=True, temperature=1.0, top_p=1.0,
                               top_k=0, pad_token_id=tok.pad_token_id,
-                              eos_token_id=tok.eos_token_id, cache_implementation=cache,
+                              eos_token_id=tok.eos_token_id,
+                              cache_implementation=None if cache == "rows" else cache,
                               disable_compile=True)
     tok.padding_side = "left"
     torch.manual_seed(0)
     tokens, start = 0, time.perf_counter()
     for first in range(0, len(prompts), rows // 4):
         group = [p for p in prompts[first : first + rows // 4] for _ in range(4)]
+        if cache == "rows":
+            ids = [tok(p)["input_ids"] for p in group]
+            tokens += sum(map(len, sample_rows(model, ids, max_new_tokens=new,
+                                               eos_ids=[tok.eos_token_id],
+                                               pad_id=tok.pad_token_id)))
+            continue
         enc = tok(group, return_tensors="pt", padding=True)
         with torch.no_grad():
             out = model.generate(**enc, generation_config=config)
@@ -160,13 +171,15 @@ def rollouts(model: Any, tok: Any, prompts: list[str], rows: int, new: int,
 
 def rollout_report(model: Any, tok: Any, prompts: list[str], new: int) -> None:
     """Rollout tokens/s at TRL's default generation batch in the quick start (8 rows: 2 prompts
-    x 4) against 32 rows (``trl: {generation_batch_size: 32}``) and a static cache."""
+    x 4) against 32 rows (``trl: {generation_batch_size: 32}``), a static cache, and the
+    harness's CPU rollouts (``rows``) at 8 and 32 rows."""
     base = None
-    for rows, cache in ((8, None), (32, None), (8, "static"), (8, None), (32, None)):
+    for rows, cache in ((8, None), (32, None), (8, "rows"), (32, "rows"),
+                        (8, None), (32, None), (32, "rows")):
         seconds, tokens = rollouts(model, tok, prompts, rows, new, cache)
         rate = tokens / seconds
         base = base or rate
-        print(f"rollouts {rows:3d} rows/call cache {cache or 'dynamic':8s} {seconds:7.1f} s "
+        print(f"rollouts {rows:3d} rows/call {cache or 'dynamic':8s} {seconds:7.1f} s "
               f"{tokens:6d} tok {rate:7.1f} tok/s {rate / base:5.2f}x", flush=True)
 
 
