@@ -61,7 +61,8 @@ def fast_rollouts(trainer: Any, streamer: Any = None) -> bool:
 
     def generate_and_score(*args: Any, **kwargs: Any) -> Any:
         # Packed once per generation batch: the weights change only at optimizer steps.
-        models = [m for m in (trainer.model, getattr(trainer, "ref_model", None)) if m]
+        models = [m for m in (trainer.model, getattr(trainer, "ref_model", None))
+                  if m is not None]
         with packed_linears(*models):
             return original_score(*args, **kwargs)
 
