@@ -22,6 +22,7 @@ own path; GPUs keep it too (``generate`` there is launch-bound, not row-bound).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -134,8 +135,7 @@ def packed_linears(*models: Any) -> Iterator[int]:
     import torch
 
     swapped = []
-    if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn,
-                                                          "_reorder_linear_weight"):
+    if _packing_works():
         for model in models:
             for module in model.modules():
                 if (type(module) is not torch.nn.Linear or "forward" in vars(module)
@@ -151,6 +151,24 @@ def packed_linears(*models: Any) -> Iterator[int]:
     finally:
         for module in swapped:
             del module.forward  # the class's forward again
+
+
+@functools.cache
+def _packing_works() -> bool:
+    """Whether this torch build packs and multiplies fp32 weights with oneDNN (x86 builds
+    do; elsewhere the ops may be missing or refuse), checked once on a small product."""
+    import torch
+
+    if not (torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
+        return False
+    try:
+        weight, x = torch.randn(24, 16), torch.randn(3, 16)
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, 3)
+        out = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+        return bool(torch.allclose(out, x @ weight.T, rtol=1e-4, atol=1e-4))
+    except (RuntimeError, NotImplementedError):
+        return False
 
 
 def _packed_linear(module: Any, packed: Any, x: Any) -> Any:
