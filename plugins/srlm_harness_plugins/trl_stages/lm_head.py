@@ -33,7 +33,7 @@ def compact_head(model: Any, temperature: float = 1.0,
                  outputs: tuple[str, ...] = ("log_probs",)) -> bool:
     """Make ``model``'s fused-head calls project the labelled positions only; True when
     done, False where TRL's own head is kept (see the module's docstring)."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    target = unwrapped(model)
     trl_forward = getattr(target, "forward", None)
     code = getattr(getattr(trl_forward, "__func__", None), "__code__", None)
     if code is None or "fused_lm_head" not in code.co_varnames:
@@ -51,9 +51,14 @@ def compact_head(model: Any, temperature: float = 1.0,
 
 def head_kind(model: Any) -> str:
     """``compact`` where :func:`compact_head` took over the fused calls, else ``trl``."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    target = unwrapped(model)
     compact = getattr(getattr(target.forward, "__func__", None), "compact_lm_head", False)
     return "compact" if compact else "trl"
+
+
+def unwrapped(model: Any) -> Any:
+    """The transformers model inside a PEFT wrapper (the one TRL patches), else ``model``."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _kernel_device(model: Any) -> bool:

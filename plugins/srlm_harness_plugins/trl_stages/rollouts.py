@@ -185,8 +185,9 @@ def _cache_keyword(model: Any) -> str:
     ``past_key_values``."""
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    parameters = inspect.signature(type(base).forward).parameters
+    from srlm_harness_plugins.trl_stages.lm_head import unwrapped
+
+    parameters = inspect.signature(type(unwrapped(model)).forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
 
 
